@@ -1,0 +1,32 @@
+"""Φ_Proc: the data models (image signal processing) of raw2logit.
+
+    from raw2logit.isp import CameraParams, StaticPipeline, ParametrizedPipeline, STATIC_PIPELINE_NAMES
+    from raw2logit.isp import reference   # the numpy oracle (imported on first use)
+"""
+
+from raw2logit.isp.camera import BAYER_PATTERNS, PUBLISHED_CAMERAS, CameraParams, bayer_masks
+from raw2logit.isp.parametrized import THETA_GROUPS, ParametrizedPipeline, static_theta
+from raw2logit.isp.static import (
+    STAGE_NAMES,
+    STATIC_PIPELINE_NAMES,
+    StaticPipeline,
+    StaticPipelineBank,
+    parse_pipeline_name,
+    resolve_pipeline_names,
+)
+
+__all__ = [
+    "BAYER_PATTERNS",
+    "PUBLISHED_CAMERAS",
+    "STAGE_NAMES",
+    "STATIC_PIPELINE_NAMES",
+    "THETA_GROUPS",
+    "CameraParams",
+    "ParametrizedPipeline",
+    "StaticPipeline",
+    "StaticPipelineBank",
+    "bayer_masks",
+    "parse_pipeline_name",
+    "resolve_pipeline_names",
+    "static_theta",
+]

@@ -1,0 +1,205 @@
+"""The parametrized, differentiable data model of the paper (Section 4.2.2, Appendix A.1.2).
+
+theta = (black level (4), demosaic kernels (3, 3, 3), white balance (3), colour matrix (3, 3),
+sharpen kernel (3, 3), denoise kernel (5, 5), gamma (1)), every group an ``nn.Parameter``.
+At initialisation the pipeline equals ``StaticPipeline("bi_s_ga", camera)`` (Eq. 6): bilinear
+demosaicing as three 3x3 convolutions of the zero-filled colour planes, the sharpening filter,
+and scipy's sigma-0.5 Gaussian as a 5x5 kernel, with the same boundary modes as the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from raw2logit.isp.camera import CameraParams
+from raw2logit.isp.demosaic import bilinear_kernels, demosaic_planes
+from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel
+from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel
+from raw2logit.isp.static import GAMMA, build_steps, run_steps
+from raw2logit.isp.validation import check_raw
+
+THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
+THETA_SHAPES = {
+    "black_level": (4,),
+    "demosaic": (3, 3, 3),
+    "white_balance": (3,),
+    "colour_matrix": (3, 3),
+    "sharpen": (3, 3),
+    "denoise": (5, 5),
+    "gamma": (1,),
+}
+
+
+def check_groups(groups: Iterable[str]) -> list[str]:
+    """Return the θ group names, raising ``ValueError`` on an unknown one; ``"all"`` means every group."""
+    groups = [groups] if isinstance(groups, str) else list(groups)
+    if groups == ["all"]:
+        return list(THETA_GROUPS)
+    for group in groups:
+        if group not in THETA_GROUPS:
+            raise ValueError(
+                f"Unknown parameter group {group!r}; expected 'all' or one of {', '.join(THETA_GROUPS)}."
+            )
+    return groups
+
+
+def static_theta(camera: CameraParams, gamma: float = GAMMA) -> dict[str, torch.Tensor]:
+    """θ_stat: the parameters for which the parametrized pipeline equals the static ``bi_s_ga``."""
+    tensors = camera.tensors(dtype=torch.float64)
+    return {
+        "black_level": tensors["black_level"],
+        "demosaic": bilinear_kernels(torch.float64),
+        "white_balance": tensors["white_balance"],
+        "colour_matrix": tensors["colour_matrix"],
+        "sharpen": sharpen_kernel(torch.float64),
+        "denoise": gaussian_denoise_kernel(dtype=torch.float64),
+        "gamma": torch.tensor([float(gamma)], dtype=torch.float64),
+    }
+
+
+class ParametrizedPipeline(nn.Module):
+    """Differentiable data model Φ_para(x, θ).
+
+    Args:
+        camera: the sensor's ``CameraParams``; gives the Bayer pattern and θ_stat's black level,
+            white balance and colour matrix.
+        normalize_output: end with an affine-free ``BatchNorm2d`` over the 3 output channels,
+            as the paper's published module does.
+        theta: optional initial θ (group name -> values), e.g. from ``load_theta_json``; groups
+            not given start at θ_stat.
+
+    Shapes:
+        raw (B, H, W) float in [0, 1], H and W even -> view (B, 3, H, W).
+    """
+
+    def __init__(
+        self,
+        camera: CameraParams,
+        normalize_output: bool = False,
+        theta: Mapping[str, object] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(camera, CameraParams):
+            raise ValueError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+        self.camera = camera
+        # θ is kept in float64 (a few dozen numbers) and cast to the input's dtype at use: at θ_stat
+        # a float32 forward is then bitwise the static pipeline's, and a float64 one the reference's.
+        for group, value in static_theta(camera).items():
+            self.register_parameter(group, nn.Parameter(value.to(torch.float64)))
+        if theta:
+            self.load_theta(theta)
+        self.output_norm = nn.BatchNorm2d(3, affine=False) if normalize_output else None
+
+    # -- θ groups -------------------------------------------------------------------------
+    def theta(self) -> dict[str, nn.Parameter]:
+        """Group name -> parameter, in ``THETA_GROUPS`` order."""
+        return {group: getattr(self, group) for group in THETA_GROUPS}
+
+    def set_trainable(self, groups: Iterable[str] | str = "all") -> ParametrizedPipeline:
+        """Make exactly ``groups`` trainable (``requires_grad``) and freeze the others."""
+        trainable = set(check_groups(groups))
+        for group, parameter in self.theta().items():
+            parameter.requires_grad_(group in trainable)
+        return self
+
+    def freeze(self, *groups: str) -> ParametrizedPipeline:
+        """Stop gradients to the named groups (all groups when none is named)."""
+        for group in check_groups(groups or ["all"]):
+            getattr(self, group).requires_grad_(False)
+        return self
+
+    def unfreeze(self, *groups: str) -> ParametrizedPipeline:
+        """Let gradients reach the named groups (all groups when none is named)."""
+        for group in check_groups(groups or ["all"]):
+            getattr(self, group).requires_grad_(True)
+        return self
+
+    def theta_dict(self) -> dict[str, object]:
+        """θ as plain nested lists (JSON-ready), plus the Bayer pattern."""
+        values: dict[str, object] = {
+            group: parameter.detach().cpu().double().reshape(THETA_SHAPES[group]).tolist()
+            for group, parameter in self.theta().items()
+        }
+        values["gamma"] = values["gamma"][0]
+        values["pattern"] = self.camera.pattern
+        return values
+
+    @torch.no_grad()
+    def load_theta(self, theta: Mapping[str, object]) -> ParametrizedPipeline:
+        """Set θ groups from a mapping (as ``theta_dict`` writes); unknown keys raise ``ValueError``."""
+        for group, value in theta.items():
+            if group == "pattern":
+                if value != self.camera.pattern:
+                    raise ValueError(
+                        f"θ was fitted for Bayer pattern {value!r}, but the camera's is {self.camera.pattern!r}."
+                    )
+                continue
+            check_groups([group])
+            tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+            expected = THETA_SHAPES[group]
+            if tensor.numel() != torch.Size(expected).numel():
+                raise ValueError(
+                    f"θ group {group!r} needs {torch.Size(expected).numel()} values (shape {expected}); "
+                    f"got {tensor.numel()}."
+                )
+            parameter = getattr(self, group)
+            parameter.copy_(tensor.reshape(parameter.shape).to(parameter.dtype))
+        return self
+
+    def save_theta_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps({"theta": self.theta_dict(), "camera": self.camera.to_dict()}, indent=2))
+        return path
+
+    @classmethod
+    def from_theta_json(cls, path: str | Path, normalize_output: bool = False) -> ParametrizedPipeline:
+        """Reload a pipeline written by ``save_theta_json``."""
+        document = load_theta_json(path)
+        return cls(CameraParams.from_dict(document["camera"]), normalize_output, document["theta"])
+
+    # -- processing -----------------------------------------------------------------------
+    def _steps(self, dtype: torch.dtype):
+        return build_steps(
+            self.camera.pattern,
+            self.black_level,
+            ("theta", lambda cfa, pattern, dtype: demosaic_planes(cfa, pattern, self.demosaic, dtype)),
+            self.white_balance,
+            self.colour_matrix,
+            ("theta", lambda luma: sharpen_filter(luma, self.sharpen)),
+            ("theta", lambda luma: gaussian_denoise(luma, self.denoise)),
+            self.gamma,
+            dtype,
+        )
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        check_raw(raw)
+        view = run_steps(raw, self._steps(raw.dtype))
+        return self.output_norm(view) if self.output_norm is not None else view
+
+    def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Intermediate stages, stage name -> tensor; ``"normalized"`` is added with ``normalize_output``."""
+        check_raw(raw)
+        stages: dict[str, torch.Tensor] = {}
+        view = run_steps(raw, self._steps(raw.dtype), stages)
+        if self.output_norm is not None:
+            stages["normalized"] = self.output_norm(view)
+        return stages
+
+
+def load_theta_json(path: str | Path) -> dict:
+    """Read a θ file written by ``ParametrizedPipeline.save_theta_json``; errors name the file."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"θ file {path} does not exist.") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"θ file {path} is not readable JSON ({error}).") from None
+    if not isinstance(document, dict) or "theta" not in document or "camera" not in document:
+        raise ValueError(f"θ file {path} must hold a JSON object with keys 'theta' and 'camera'.")
+    return document

@@ -1,0 +1,41 @@
+"""Sharpening of the luma channel: 3x3 sharpening filter and unsharp masking (Appendix A.1.1)."""
+
+from __future__ import annotations
+
+import torch
+
+from raw2logit.isp.filters import correlate2d, gaussian_filter2d
+
+SHARPEN_KERNEL = ((0.0, -1.0, 0.0), (-1.0, 5.0, -1.0), (0.0, -1.0, 0.0))
+
+
+def sharpen_kernel(dtype=torch.float32, device=None) -> torch.Tensor:
+    """The paper's 3x3 sharpening kernel (Eq. 17)."""
+    return torch.tensor(SHARPEN_KERNEL, dtype=dtype, device=device)
+
+
+def sharpen_filter(luma: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """Convolve with a 3x3 sharpening kernel, zero outside the image.
+
+    Equals ``scipy.signal.convolve2d(Y, kernel, 'same', boundary='fill', fillvalue=0)``.
+
+    Args:
+        luma: (B, 1, H, W).
+        kernel: (3, 3) kernel, by default ``SHARPEN_KERNEL``; may be an ``nn.Parameter``
+            (taken as a convolution kernel, i.e. flipped before correlating).
+    """
+    if kernel is None:
+        kernel = sharpen_kernel(luma.dtype, luma.device)
+    return correlate2d(luma, kernel.flip(-2, -1), mode="constant")
+
+
+def unsharp_mask(luma: torch.Tensor, radius: float = 1.0, amount: float = 1.0) -> torch.Tensor:
+    """Unsharp masking ``Y + amount * (Y - gaussian(Y, radius))``, not clipped.
+
+    Equals ``skimage.filters.unsharp_mask(Y, radius, amount, preserve_range=True)`` (Gaussian
+    with scipy's ``reflect`` boundary, truncated at 4 sigma).
+
+    Args:
+        luma: (B, 1, H, W).
+    """
+    return luma + (luma - gaussian_filter2d(luma, radius, mode="reflect")) * amount
