@@ -1,7 +1,7 @@
 """Φ_Proc: the data models (image signal processing) of raw2logit.
 
-    from raw2logit.isp import CameraParams, StaticPipeline, ParametrizedPipeline, STATIC_PIPELINE_NAMES
-    from raw2logit.isp import reference   # the numpy oracle (imported on first use)
+from raw2logit.isp import CameraParams, StaticPipeline, ParametrizedPipeline, STATIC_PIPELINE_NAMES
+from raw2logit.isp import reference   # the numpy oracle (imported on first use)
 """
 
 from raw2logit.isp.camera import BAYER_PATTERNS, PUBLISHED_CAMERAS, CameraParams, bayer_masks

@@ -8,21 +8,19 @@ from typing import Any
 
 import torch
 
+from raw2logit.errors import InputError
+
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
 def check_pattern(pattern: str) -> str:
     """Return ``pattern`` if it names a Bayer layout, else raise ``ValueError`` listing the valid ones."""
     if pattern not in BAYER_PATTERNS:
-        raise ValueError(
-            f"Unknown Bayer pattern {pattern!r}; expected one of {', '.join(BAYER_PATTERNS)}."
-        )
+        raise InputError(f"Unknown Bayer pattern {pattern!r}; expected one of {', '.join(BAYER_PATTERNS)}.")
     return pattern
 
 
-def bayer_masks(
-    pattern: str, height: int, width: int, device=None, dtype=torch.float32
-) -> torch.Tensor:
+def bayer_masks(pattern: str, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Colour filter masks of a Bayer mosaic.
 
     Args:
@@ -42,9 +40,9 @@ def bayer_masks(
 def _floats(values, length: int, name: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     if len(values) != length:
-        raise ValueError(f"CameraParams.{name} needs {length} values, got {len(values)}.")
+        raise InputError(f"CameraParams.{name} needs {length} values, got {len(values)}.")
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"CameraParams.{name} must be finite, got {values}.")
+        raise InputError(f"CameraParams.{name} must be finite, got {values}.")
     return values
 
 
@@ -63,7 +61,11 @@ class CameraParams:
 
     black_level: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    colour_matrix: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    colour_matrix: tuple[tuple[float, float, float], ...] = (
+        (1.0, 0.0, 0.0),
+        (0.0, 1.0, 0.0),
+        (0.0, 0.0, 1.0),
+    )
     pattern: str = "RGGB"
     name: str = field(default="custom", compare=False)
 
@@ -74,19 +76,15 @@ class CameraParams:
         if len(rows) == 9 and not hasattr(rows[0], "__len__"):
             rows = (rows[0:3], rows[3:6], rows[6:9])
         if len(rows) != 3:
-            raise ValueError(f"CameraParams.colour_matrix must be 3x3, got {len(rows)} rows.")
-        object.__setattr__(
-            self, "colour_matrix", tuple(_floats(row, 3, "colour_matrix row") for row in rows)
-        )
+            raise InputError(f"CameraParams.colour_matrix must be 3x3, got {len(rows)} rows.")
+        object.__setattr__(self, "colour_matrix", tuple(_floats(row, 3, "colour_matrix row") for row in rows))
         check_pattern(self.pattern)
 
     @classmethod
     def published(cls, name: str) -> CameraParams:
         """The camera parameters published with a dataset: ``"microscopy"``, ``"drone"`` or ``"identity"``."""
         if name not in PUBLISHED_CAMERAS:
-            raise ValueError(
-                f"Unknown camera {name!r}; expected one of {', '.join(PUBLISHED_CAMERAS)}."
-            )
+            raise InputError(f"Unknown camera {name!r}; expected one of {', '.join(PUBLISHED_CAMERAS)}.")
         return PUBLISHED_CAMERAS[name]
 
     @classmethod
@@ -95,7 +93,7 @@ class CameraParams:
         known = {"black_level", "white_balance", "colour_matrix", "pattern", "name"}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"Unknown camera parameter(s) {sorted(unknown)}; expected keys among {sorted(known)}."
             )
         return cls(**dict(values))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from raw2logit.errors import InputError
+
 PADDING_MODES = ("reflect", "mirror", "constant", "nearest")
 _CPU_GROUP_MULTIPLE = 16
 
@@ -30,7 +32,7 @@ def _boundary_indices(size: int, before: int, after: int, mode: str, device) -> 
         return torch.where(index >= size, period - index, index)
     if mode == "nearest":
         return index.clamp(0, size - 1)
-    raise ValueError(f"Unknown padding mode {mode!r}; expected one of {', '.join(PADDING_MODES)}.")
+    raise InputError(f"Unknown padding mode {mode!r}; expected one of {', '.join(PADDING_MODES)}.")
 
 
 def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect") -> torch.Tensor:
@@ -88,7 +90,7 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") ->
         kernel = kernel.expand(channels, *kernel.shape)
     outputs, kh, kw = kernel.shape
     if kh % 2 == 0 or kw % 2 == 0 or outputs % channels:
-        raise ValueError(
+        raise InputError(
             f"Kernel must have odd size and a multiple of {channels} filters, got shape {tuple(kernel.shape)}."
         )
     padded = pad2d(x, (kh // 2, kh // 2, kw // 2, kw // 2), mode)
@@ -187,7 +189,7 @@ def correlate1d(
     """
     size = len(weights)
     if size % 2 == 0:
-        raise ValueError(f"correlate1d needs an odd number of taps, got {size}.")
+        raise InputError(f"correlate1d needs an odd number of taps, got {size}.")
     half = size // 2
     pad = (half, half, 0, 0) if dim in (-2, x.dim() - 2) else (0, 0, half, half)
     padded = pad2d(x, pad, mode)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.demosaic import bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel
@@ -42,7 +43,7 @@ def check_groups(groups: Iterable[str]) -> list[str]:
         return list(THETA_GROUPS)
     for group in groups:
         if group not in THETA_GROUPS:
-            raise ValueError(
+            raise InputError(
                 f"Unknown parameter group {group!r}; expected 'all' or one of {', '.join(THETA_GROUPS)}."
             )
     return groups
@@ -85,7 +86,7 @@ class ParametrizedPipeline(nn.Module):
     ):
         super().__init__()
         if not isinstance(camera, CameraParams):
-            raise ValueError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+            raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
         self.camera = camera
         # θ is kept in float64 (a few dozen numbers) and cast to the input's dtype at use: at θ_stat
         # a float32 forward is then bitwise the static pipeline's, and a float64 one the reference's.
@@ -135,7 +136,7 @@ class ParametrizedPipeline(nn.Module):
         for group, value in theta.items():
             if group == "pattern":
                 if value != self.camera.pattern:
-                    raise ValueError(
+                    raise InputError(
                         f"θ was fitted for Bayer pattern {value!r}, but the camera's is {self.camera.pattern!r}."
                     )
                 continue
@@ -143,7 +144,7 @@ class ParametrizedPipeline(nn.Module):
             tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
             expected = THETA_SHAPES[group]
             if tensor.numel() != torch.Size(expected).numel():
-                raise ValueError(
+                raise InputError(
                     f"θ group {group!r} needs {torch.Size(expected).numel()} values (shape {expected}); "
                     f"got {tensor.numel()}."
                 )
@@ -197,9 +198,9 @@ def load_theta_json(path: str | Path) -> dict:
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"θ file {path} does not exist.") from None
+        raise InputError(f"θ file {path} does not exist.") from None
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"θ file {path} is not readable JSON ({error}).") from None
+        raise InputError(f"θ file {path} is not readable JSON ({error}).") from None
     if not isinstance(document, dict) or "theta" not in document or "camera" not in document:
-        raise ValueError(f"θ file {path} must hold a JSON object with keys 'theta' and 'camera'.")
+        raise InputError(f"θ file {path} must hold a JSON object with keys 'theta' and 'camera'.")
     return document

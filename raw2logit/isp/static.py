@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from raw2logit.errors import InputError
 from raw2logit.isp.black_level import black_level_correction
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.colour import (
@@ -33,23 +34,39 @@ from raw2logit.isp.sharpen import sharpen_filter, unsharp_mask
 from raw2logit.isp.validation import check_raw
 
 STATIC_PIPELINE_NAMES = (
-    "bi_s_me", "bi_s_ga", "bi_u_me", "bi_u_ga",
-    "ma_s_me", "ma_s_ga", "ma_u_me", "ma_u_ga",
-    "me_s_me", "me_s_ga", "me_u_me", "me_u_ga",
-)  # fmt: skip
+    "bi_s_me",
+    "bi_s_ga",
+    "bi_u_me",
+    "bi_u_ga",
+    "ma_s_me",
+    "ma_s_ga",
+    "ma_u_me",
+    "ma_u_ga",
+    "me_s_me",
+    "me_s_ga",
+    "me_u_me",
+    "me_u_ga",
+)
 SHARPEN_METHODS = {"s": sharpen_filter, "u": unsharp_mask}
 DENOISE_METHODS = {"me": median_denoise, "ga": gaussian_denoise}
 GAMMA = 2.2
 STAGE_NAMES = (
-    "raw", "black_level", "demosaic", "white_balance", "colour_correction", "sharpen", "denoise", "gamma",
-)  # fmt: skip
+    "raw",
+    "black_level",
+    "demosaic",
+    "white_balance",
+    "colour_correction",
+    "sharpen",
+    "denoise",
+    "gamma",
+)
 BACKENDS = ("torch", "numpy")
 
 
 def parse_pipeline_name(name: str) -> tuple[str, str, str]:
     """Split a static pipeline name into (demosaic, sharpen, denoise); raise on unknown names."""
     if name not in STATIC_PIPELINE_NAMES:
-        raise ValueError(
+        raise InputError(
             f"Unknown static pipeline {name!r}; expected one of {', '.join(STATIC_PIPELINE_NAMES)}."
         )
     demosaic, sharpen, denoise = name.split("_")
@@ -107,8 +124,11 @@ def build_steps(
     sharpen_key, sharpen_fn = sharpen
     denoise_key, denoise_fn = denoise
     return [
-        Step("black_level", lambda raw: black_level_correction(raw.double(), black_level.double()),
-             "black_level"),  # fmt: skip
+        Step(
+            "black_level",
+            lambda raw: black_level_correction(raw.double(), black_level.double()),
+            "black_level",
+        ),
         Step(f"demosaic:{demosaic_key}", lambda cfa: demosaic_fn(cfa, pattern, dtype=dtype), "demosaic"),
         Step("white_balance", lambda rgb: white_balance(rgb, white_balance_gains), "white_balance"),
         Step("colour_correction", lambda rgb: colour_correction(rgb, colour_matrix), "colour_correction"),
@@ -170,9 +190,9 @@ class _CameraModule(nn.Module):
     def __init__(self, camera: CameraParams, backend: str):
         super().__init__()
         if not isinstance(camera, CameraParams):
-            raise ValueError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+            raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
         if backend not in BACKENDS:
-            raise ValueError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
+            raise InputError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
         self.camera = camera
         self.backend = backend
         # float64: cast to the input's dtype at use, so a float64 pipeline is exact to the reference.
@@ -180,8 +200,11 @@ class _CameraModule(nn.Module):
             self.register_buffer(key, value, persistent=False)
 
     def _camera_tensors(self) -> dict[str, torch.Tensor]:
-        return {"black_level": self.black_level, "white_balance": self.white_balance,
-                "colour_matrix": self.colour_matrix}  # fmt: skip
+        return {
+            "black_level": self.black_level,
+            "white_balance": self.white_balance,
+            "colour_matrix": self.colour_matrix,
+        }
 
     def _numpy_views(self, raw: torch.Tensor, name: str) -> torch.Tensor:
         from raw2logit.isp import reference
@@ -213,7 +236,9 @@ class StaticPipeline(_CameraModule):
         check_raw(raw)
         if self.backend == "numpy":
             return self._numpy_views(raw, self.name)
-        return run_steps(raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype))
+        return run_steps(
+            raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype)
+        )
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """All intermediate stages, stage name -> tensor (``STAGE_NAMES``; RGB stages are (B, 3, H, W))."""
@@ -221,8 +246,10 @@ class StaticPipeline(_CameraModule):
         if self.backend == "numpy":
             from raw2logit.isp import reference
 
-            per_image = [reference.process_stages(image, self.name, self.camera)
-                         for image in raw.detach().cpu().double().numpy()]  # fmt: skip
+            per_image = [
+                reference.process_stages(image, self.name, self.camera)
+                for image in raw.detach().cpu().double().numpy()
+            ]
             return {
                 stage: torch.from_numpy(reference.to_chw_batch([s[stage] for s in per_image])).to(
                     raw.device, raw.dtype
@@ -230,7 +257,9 @@ class StaticPipeline(_CameraModule):
                 for stage in STAGE_NAMES
             }
         stages: dict[str, torch.Tensor] = {}
-        run_steps(raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype), stages)
+        run_steps(
+            raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype), stages
+        )
         return stages
 
     def extra_repr(self) -> str:
@@ -249,8 +278,9 @@ class StaticPipelineBank(_CameraModule):
         backend: ``"torch"`` or ``"numpy"``.
     """
 
-    def __init__(self, names: str | Iterable[str] = "all", camera: CameraParams | None = None,
-                 backend: str = "torch"):  # fmt: skip
+    def __init__(
+        self, names: str | Iterable[str] = "all", camera: CameraParams | None = None, backend: str = "torch"
+    ):
         super().__init__(camera if camera is not None else CameraParams(), backend)
         self.names = resolve_pipeline_names(names)
 

@@ -19,9 +19,7 @@ KERNEL_RED_BLUE = ((0.25, 0.5, 0.25), (0.5, 1.0, 0.5), (0.25, 0.5, 0.25))
 
 def bilinear_kernels(dtype=torch.float32, device=None) -> torch.Tensor:
     """The (3, 3, 3) interpolation kernels for the R, G and B planes."""
-    return torch.tensor(
-        (KERNEL_RED_BLUE, KERNEL_GREEN, KERNEL_RED_BLUE), dtype=dtype, device=device
-    )
+    return torch.tensor((KERNEL_RED_BLUE, KERNEL_GREEN, KERNEL_RED_BLUE), dtype=dtype, device=device)
 
 
 def demosaic_planes(

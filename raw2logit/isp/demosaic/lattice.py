@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import torch
 
+from raw2logit.errors import InputError
 from raw2logit.isp.filters import _boundary_indices
 
 SITES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -56,7 +57,7 @@ def _source(size: int, parity: int, mode: str) -> tuple[int | None, int | None]:
             continue
         mapped = int(_boundary_indices(full, 2, 2, mode, "cpu")[position + 2])
         if mapped % 2 != parity:
-            raise ValueError(f"Boundary mode {mode!r} does not preserve the Bayer sub-lattice.")
+            raise InputError(f"Boundary mode {mode!r} does not preserve the Bayer sub-lattice.")
         sources.append(mapped // 2)
     return sources[0], sources[1]
 
@@ -85,8 +86,7 @@ def _pad_plane(plane: torch.Tensor, row_parity: int, col_parity: int, mode: str)
 def pad(field: Field, mode: str) -> Field:
     """Pad every sub-lattice by one element on each side, as ``mode`` extends the full image."""
     return {
-        (a, b): None if plane is None else _pad_plane(plane, a, b, mode)
-        for (a, b), plane in field.items()
+        (a, b): None if plane is None else _pad_plane(plane, a, b, mode) for (a, b), plane in field.items()
     }
 
 
@@ -124,7 +124,7 @@ def filter1d(padded: Field, site: Site, taps: tuple[float, ...], horizontal: boo
     """
     half = len(taps) // 2
     if len(taps) % 2 == 0 or any(taps[half + i] != taps[half - i] for i in range(1, half + 1)):
-        raise ValueError(f"filter1d needs an odd symmetric filter, got {taps}.")
+        raise InputError(f"filter1d needs an odd symmetric filter, got {taps}.")
 
     def neighbour(offset):
         return at(padded, site, 0, offset) if horizontal else at(padded, site, offset, 0)
@@ -134,7 +134,7 @@ def filter1d(padded: Field, site: Site, taps: tuple[float, ...], horizontal: boo
         if taps[half + offset]:
             out = _add(out, _scaled(_add(neighbour(offset), neighbour(-offset)), taps[half + offset]))
     if out is None:
-        raise ValueError("filter1d found only zeros around this site class.")
+        raise InputError("filter1d found only zeros around this site class.")
     return out
 
 

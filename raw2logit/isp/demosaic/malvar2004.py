@@ -40,10 +40,17 @@ _DIAGONAL_NEIGHBOURS = (  # red at blue (and blue at red)
 def malvar2004_kernels(dtype=torch.float32, device=None) -> torch.Tensor:
     """(4, 5, 5) kernels: green at R/B, row neighbours, column neighbours, diagonal neighbours."""
     row = torch.tensor(_ROW_NEIGHBOURS, dtype=torch.float64)
-    kernels = torch.stack(
-        (torch.tensor(_GREEN_AT_RED_BLUE, dtype=torch.float64), row, row.T,
-         torch.tensor(_DIAGONAL_NEIGHBOURS, dtype=torch.float64))
-    ) / 8
+    kernels = (
+        torch.stack(
+            (
+                torch.tensor(_GREEN_AT_RED_BLUE, dtype=torch.float64),
+                row,
+                row.T,
+                torch.tensor(_DIAGONAL_NEIGHBOURS, dtype=torch.float64),
+            )
+        )
+        / 8
+    )
     return kernels.to(device, dtype)
 
 
