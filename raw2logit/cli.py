@@ -1,0 +1,205 @@
+"""``main(cfg)``: build every object from the Hydra config and run the selected mode.
+
+This is the only module that reads the configuration; components receive plain arguments and
+built objects. Bad input ends the run with one sentence on stderr and exit status 2
+(``HYDRA_FULL_ERROR=1`` shows the traceback instead); an interrupted run (Ctrl-C, SIGTERM) ends
+its MLflow runs as KILLED, keeps every file already written, and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from raw2logit.errors import InputError
+
+MODES = ("synthesis", "forensics", "optimization", "calibrate")
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class Context:
+    """What every mode gets from the command line: the config, where to write, the data, tracking."""
+
+    cfg: DictConfig
+    run_dir: Path
+    dataset: object
+    tracker: object
+    parent_run: str | None = None  # the enclosing sweep's MLflow run, for multirun jobs
+
+
+def _quiet_libraries() -> None:
+    import pytorch_lightning  # noqa: F401  (configures its loggers on import: import first, then quieten)
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available.*")
+    warnings.filterwarnings("ignore", message=".*TPU available.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """The Hydra run (or multirun job) directory; the current directory outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path(cfg.get("run_dir") or ".").resolve()
+
+
+def fingerprint(cfg: DictConfig, keys: list[str]) -> str:
+    """A short hash of the config values that decide a result (used to key resumable results)."""
+    values = {key: OmegaConf.select(cfg, key) for key in keys}
+    values = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()
+    }
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def flat_params(cfg: DictConfig) -> dict:
+    """The resolved config as flat ``a.b.c: value`` pairs (for MLflow params)."""
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def build_dataset(cfg: DictConfig):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.dataset, _convert_="all")
+
+
+def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.task_model, num_classes=num_classes, in_channels=in_channels)
+
+
+def make_module_factory(cfg: DictConfig, dataset, processor_factory=None, in_channels: int = 3):
+    """A function returning a fresh ``DriftModule`` for ``dataset`` (one per cell or fold)."""
+    from raw2logit.training import DriftModule
+
+    def make(normalisation=None):
+        processor = processor_factory() if processor_factory is not None else None
+        return DriftModule(
+            task_model=build_task_model(cfg, dataset.num_classes, in_channels),
+            task=dataset.task,
+            num_classes=dataset.num_classes,
+            lr=cfg.lr,
+            processor=processor,
+            processor_lr=cfg.data_model.get("lr"),
+            normalisation=normalisation if dataset.normalisation == "auto" else dataset.normalisation,
+            augment=cfg.augment,
+            seed=cfg.seed,
+        )
+
+    return make
+
+
+def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
+    """A function label -> a fresh Lightning ``Trainer`` configured by the ``trainer`` group."""
+    import pytorch_lightning as pl
+
+    from raw2logit.training import ProgressPrinter
+
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+
+    def make(label: str):
+        callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
+        return pl.Trainer(
+            **{**options, **overrides},
+            max_epochs=cfg.epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=overrides.get("limit_val_batches", 0),
+            callbacks=callbacks,
+        )
+
+    return make
+
+
+def record_run(ctx: Context, run_id: str | None) -> None:
+    """Seed, resolved config, package versions and git commit, beside the results and in MLflow."""
+    from raw2logit.provenance import provenance
+
+    info = provenance(ctx.cfg)
+    path = ctx.run_dir / "run.json"
+    path.write_text(json.dumps({**info, "mlflow_run_id": run_id, "tracking_uri": ctx.tracker.uri}, indent=2))
+    (ctx.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(ctx.cfg, resolve=True))
+    ctx.tracker.log_artifact(run_id, path)
+    ctx.tracker.log_artifact(run_id, ctx.run_dir / "config.yaml")
+
+
+def _main(cfg: DictConfig):
+    from raw2logit.runtime import keep_freed_memory
+    from raw2logit.tracking import Tracker
+
+    keep_freed_memory()
+    _quiet_libraries()
+    if cfg.mode not in MODES:
+        raise InputError(f"Unknown mode {cfg.mode!r}; expected one of {', '.join(MODES)}.")
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(
+        cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.outputs, cfg.tracking.enabled, log
+    ).connect()
+    log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
+    if tracker.enabled:
+        log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
+    dataset = build_dataset(cfg)
+    log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
+        f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
+        f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
+    ctx = Context(cfg, directory, dataset, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
+    if cfg.mode == "synthesis":
+        from raw2logit.modes import synthesis_mode
+
+        return synthesis_mode(ctx)
+    raise InputError(f"mode={cfg.mode} is not available in this version.")
+
+
+def main(cfg: DictConfig):
+    """Entry point called by ``run.py``."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _main(cfg)
+    except InputError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept; run the same command again to resume.", file=sys.stderr,
+              flush=True)  # fmt: skip
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,1 @@
+"""Drift controls: the synthetic shifts that ISP-driven drift is compared against."""

@@ -1,0 +1,304 @@
+"""Drift synthesis (paper §5.1): train on each static pipeline, test on all of them, k-fold.
+
+One *cell* is (train pipeline, fold): a task model trained on that pipeline's views of the
+training fold, evaluated on the held-out fold as processed by every test pipeline, and on the
+train pipeline's held-out views under each Common Corruption. Cells are written as JSON files
+as soon as they finish, so an interrupted run resumes with the next cell, and a multirun can
+spread cells over jobs; ``assemble`` turns any set of cell files into the matrix artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from raw2logit.data.dataset import RawDataset
+from raw2logit.data.files import write_json_atomic
+from raw2logit.data.splits import kfold_splits
+from raw2logit.data.views import ViewCache
+from raw2logit.errors import InputError
+from raw2logit.training import METRIC_NAMES, DriftModule, channel_statistics, evaluate
+
+CELL_DIR = "synthesis/cells"
+
+
+def cell_path(results: Path, train: str, fold: int) -> Path:
+    return results / CELL_DIR / train / f"fold{fold}.json"
+
+
+def batches(inputs, targets: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    """A DataLoader over (input array, targets) that converts one batch at a time."""
+    targets = torch.as_tensor(targets)
+
+    def collate(indices):
+        index = np.sort(np.asarray(indices))
+        return inputs[index], targets[index]
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        range(len(targets)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator
+    )
+
+
+class Subset:
+    """Rows ``index`` of an indexable array of inputs (views or raw), indexed again lazily."""
+
+    def __init__(self, inputs, index: np.ndarray):
+        self.inputs, self.index = inputs, np.asarray(index)
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, rows):
+        return self.inputs[self.index[np.asarray(rows)]]
+
+
+def train_cell(
+    make_module: Callable[[], DriftModule],
+    make_trainer: Callable[[str], pl.Trainer],
+    inputs,
+    targets: np.ndarray,
+    batch_size: int,
+    seed: int,
+    label: str,
+) -> DriftModule:
+    """Train a fresh task model on ``inputs`` with labels ``targets``.
+
+    The module is built with the channel statistics of ``inputs`` (used when the dataset's
+    normalisation is ``auto``): the task model standardises what it was trained on, and keeps
+    those statistics when tested on other pipelines, as a deployed model would.
+    """
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = make_module(channel_statistics(inputs))
+    trainer = make_trainer(label)
+    trainer.fit(module, batches(inputs, targets, batch_size, shuffle=True, seed=seed))
+    return module
+
+
+def run_cell(
+    *,
+    dataset: RawDataset,
+    views: ViewCache,
+    train: str,
+    fold: int,
+    split: tuple[np.ndarray, np.ndarray],
+    test_names: Sequence[str],
+    corruption_names: Sequence[str],
+    severity: int,
+    make_module,
+    make_trainer,
+    batch_size: int,
+    seed: int,
+    label: str,
+    model_path: Path | None = None,
+) -> dict:
+    """Train one cell and evaluate it on every test pipeline and corruption."""
+    train_index, test_index = split
+    start = time.perf_counter()
+    module = train_cell(
+        make_module, make_trainer, Subset(views.views(train), train_index), dataset.targets[train_index],
+        batch_size, seed, label,
+    )  # fmt: skip
+    targets = dataset.targets[test_index]
+    metrics = {
+        name: evaluate(module, Subset(views.views(name), test_index), targets, batch_size)
+        for name in test_names
+    }
+    own = Subset(views.views(train), test_index)
+    clean = metrics[train] if train in metrics else evaluate(module, own, targets, batch_size)
+    from raw2logit.controls.corruptions import corrupt
+
+    corruptions = {}
+    for number, name in enumerate(corruption_names):
+        generator = torch.Generator().manual_seed(seed * 1000 + number)
+        corruptions[name] = evaluate(module, own, targets, batch_size,
+                                     transform=lambda v, n=name, g=generator: corrupt(v, n, severity, g))  # fmt: skip
+    if model_path is not None:
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"state_dict": module.task_model.state_dict(), "pipeline": train, "fold": fold}, model_path
+        )
+    return {
+        "train": train,
+        "fold": fold,
+        "metric": METRIC_NAMES[dataset.task],
+        "clean": clean,
+        "test": metrics,
+        "corruptions": corruptions,
+        "severity": severity,
+        "seed": seed,
+        "train_size": len(train_index),
+        "test_size": len(test_index),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_synthesis(
+    *,
+    dataset: RawDataset,
+    views: ViewCache,
+    train_names: Sequence[str],
+    test_names: Sequence[str],
+    folds: int,
+    fold: int | None,
+    seed: int,
+    severity: int,
+    corruption_names: Sequence[str],
+    make_module,
+    make_trainer,
+    batch_size: int,
+    results: Path,
+    save_models: bool = True,
+    on_cell: Callable[[dict], None] | None = None,
+    log=print,
+) -> list[dict]:
+    """Run (or resume) every requested cell; returns the cell records.
+
+    Args:
+        results: folder of the cell files; cells already there are skipped (resume).
+        fold: one fold only (multirun fan-out), or None for all ``folds``.
+        on_cell: called with each newly finished cell (e.g. to log it to MLflow).
+    """
+    splits = kfold_splits(dataset, folds, seed)
+    if fold is not None and not 0 <= fold < folds:
+        raise InputError(f"fold={fold} is outside 0..{folds - 1} for folds={folds}.")
+    fold_ids = [fold] if fold is not None else list(range(folds))
+    views.ensure(list(dict.fromkeys([*train_names, *test_names])))
+    cells = []
+    total = len(fold_ids) * len(train_names)
+    for number, (k, train) in enumerate(((k, t) for k in fold_ids for t in train_names), start=1):
+        path = cell_path(results, train, k)
+        label = f"cell {number}/{total} train={train} fold={k}"
+        if path.exists():
+            cells.append(json.loads(path.read_text()))
+            log(f"{label}: done in an earlier run, skipped")
+            continue
+        log(f"{label}: training on {len(splits[k][0])} images")
+        cell = run_cell(
+            dataset=dataset, views=views, train=train, fold=k, split=splits[k], test_names=test_names,
+            corruption_names=corruption_names, severity=severity, make_module=make_module,
+            make_trainer=make_trainer, batch_size=batch_size, seed=seed + k, label=label,
+            model_path=results / "synthesis" / "models" / train / f"fold{k}.pt" if save_models else None,
+        )  # fmt: skip
+        write_json_atomic(path, cell)
+        own = cell["test"].get(train, cell["clean"])
+        worst = min(cell["test"].values())
+        log(f"{label}: {cell['metric']} on own pipeline {own:.3f}, worst test pipeline {worst:.3f}, "
+            f"mean corrupted {np.mean(list(cell['corruptions'].values()) or [np.nan]):.3f} ({cell['seconds']:.1f}s)")  # fmt: skip
+        cells.append(cell)
+        if on_cell is not None:
+            on_cell(cell)
+    return cells
+
+
+def load_cells(folder: Path) -> list[dict]:
+    """Every cell file below ``folder`` (a run, a results store or a whole sweep)."""
+    cells = {}
+    for path in sorted(Path(folder).rglob("fold*.json")):
+        if path.parent.parent.name == "cells":
+            cell = json.loads(path.read_text())
+            cells[(cell["train"], cell["fold"])] = cell
+    return list(cells.values())
+
+
+def _order(names, reference):
+    return [n for n in reference if n in names] + sorted(n for n in names if n not in reference)
+
+
+def assemble(cells: list[dict], out_dir: Path, pipeline_order: Sequence[str] = ()) -> dict:
+    """Write the synthesis artifacts for a set of cells; returns the summary.
+
+    Files (under ``out_dir``): ``synthesis/matrix.csv`` and ``matrix_std.csv`` (rows: train
+    pipeline, columns: test pipeline, mean/std over folds), ``synthesis/corruptions.csv`` and
+    ``corruptions_std.csv``, ``synthesis/ranking.csv`` (train pipelines by average over test
+    pipelines, with the best train pipeline per test pipeline), ``synthesis/heatmap.png`` and
+    ``summary.json``.
+    """
+    from raw2logit.report.figures import synthesis_heatmap
+
+    if not cells:
+        raise InputError(f"No synthesis cells to assemble in {out_dir}.")
+    metric = cells[0]["metric"]
+    trains = _order({c["train"] for c in cells}, pipeline_order)
+    tests = _order({t for c in cells for t in c["test"]}, pipeline_order)
+    corruption_names = list(dict.fromkeys(n for c in cells for n in c["corruptions"]))
+
+    def table(key, columns):
+        rows = {t: {col: [] for col in columns} for t in trains}
+        for cell in cells:
+            for col, value in cell[key].items():
+                rows[cell["train"]][col].append(value)
+        mean = pd.DataFrame(
+            {t: {c: np.mean(v) if v else np.nan for c, v in r.items()} for t, r in rows.items()}
+        ).T
+        std = pd.DataFrame(
+            {t: {c: np.std(v) if v else np.nan for c, v in r.items()} for t, r in rows.items()}
+        ).T
+        return mean.loc[trains, columns], std.loc[trains, columns]
+
+    folder = Path(out_dir) / "synthesis"
+    folder.mkdir(parents=True, exist_ok=True)
+    matrix, matrix_std = table("test", tests)
+    matrix.to_csv(folder / "matrix.csv", index_label="train")
+    matrix_std.to_csv(folder / "matrix_std.csv", index_label="train")
+    corruptions, corruptions_std = (None, None)
+    if corruption_names:
+        corruptions, corruptions_std = table("corruptions", corruption_names)
+        clean = pd.Series({t: np.mean([c["clean"] for c in cells if c["train"] == t]) for t in trains})
+        corruptions.insert(0, "clean", clean)
+        corruptions.to_csv(folder / "corruptions.csv", index_label="train")
+        corruptions_std.to_csv(folder / "corruptions_std.csv", index_label="train")
+
+    ranking = pd.DataFrame({"average": matrix.mean(axis=1)})
+    if corruptions is not None:
+        ranking["average_corrupted"] = corruptions[corruption_names].mean(axis=1)
+    ranking = ranking.sort_values("average", ascending=False)
+    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
+    ranking.to_csv(folder / "ranking.csv", index_label="train")
+    best = {test: str(matrix[test].idxmax()) for test in tests}
+    pd.DataFrame({"best_train": best, metric: {t: matrix.loc[best[t], t] for t in tests}}).to_csv(
+        folder / "best_train_per_test.csv", index_label="test"
+    )
+
+    diagonal = [matrix.loc[t, t] for t in trains if t in matrix.columns]
+    off_diagonal = [matrix.loc[r, c] for r in trains for c in tests if r != c]
+    summary = {
+        "mode": "synthesis",
+        "metric": metric,
+        "cells": len(cells),
+        "folds": sorted({c["fold"] for c in cells}),
+        "train_pipelines": trains,
+        "test_pipelines": tests,
+        "isp": {
+            "train": float(np.mean(diagonal)) if diagonal else None,
+            "test": float(np.mean(off_diagonal)) if off_diagonal else None,
+        },
+        "best_train_pipeline": str(ranking.index[0]),
+        "best_train_per_test": best,
+    }
+    summary["isp"]["change"] = (
+        summary["isp"]["test"] - summary["isp"]["train"] if diagonal and off_diagonal else None
+    )
+    if corruptions is not None:
+        summary["corruptions"] = {
+            "severity": cells[0]["severity"],
+            "train": float(corruptions["clean"].mean()),
+            "test": float(corruptions[corruption_names].to_numpy().mean()),
+        }
+        summary["corruptions"]["change"] = summary["corruptions"]["test"] - summary["corruptions"]["train"]
+    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    synthesis_heatmap(matrix, matrix_std, corruptions, corruptions_std, metric, folder / "heatmap.png")
+    return summary
+
+
+def format_matrix(out_dir: Path) -> str:
+    """The assembled matrix as a printable table."""
+    matrix = pd.read_csv(Path(out_dir) / "synthesis" / "matrix.csv", index_col=0)
+    return matrix.to_string(float_format=lambda v: f"{v:.3f}")

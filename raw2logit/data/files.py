@@ -1,0 +1,97 @@
+"""Reading and writing image files, with errors that name the file, and the bad-file policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from raw2logit.errors import InputError
+
+BAD_FILE_POLICIES = ("raise", "skip")
+
+
+class BadFiles:
+    """Collects bad files: raises on the first one (``"raise"``) or warns and counts (``"skip"``)."""
+
+    def __init__(self, policy: str):
+        if policy not in BAD_FILE_POLICIES:
+            raise InputError(
+                f"dataset.on_bad_file must be one of {', '.join(BAD_FILE_POLICIES)}; got {policy!r}."
+            )
+        self.policy = policy
+        self.skipped: list[str] = []
+
+    def report(self, path: str | Path, message: str) -> None:
+        sentence = f"{path}: {message}"
+        if self.policy == "raise":
+            raise InputError(sentence + " (set dataset.on_bad_file=skip to skip such files).")
+        warnings.warn(f"skipping {sentence}", stacklevel=3)
+        self.skipped.append(str(path))
+
+    def summary(self) -> str:
+        return f"skipped {len(self.skipped)} bad file(s)" if self.skipped else ""
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """A raw Bayer mosaic as stored: 16-bit TIFF (one plane) or DNG (via rawpy), uint16 (H, W)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".dng":
+            import rawpy
+
+            with rawpy.imread(str(path)) as raw:
+                image = raw.raw_image_visible.copy()
+        else:
+            import tifffile
+
+            image = tifffile.imread(path)
+    except Exception as error:  # any decoder failure means an unreadable or corrupt file
+        raise InputError(f"{path} is not a readable raw image ({type(error).__name__}: {error}).") from None
+    image = np.squeeze(image)
+    if image.ndim != 2:
+        raise InputError(f"{path} must hold one Bayer plane (H, W); it has shape {image.shape}.")
+    if image.dtype != np.uint16:
+        raise InputError(f"{path} must hold 16-bit unsigned raw counts; it holds {image.dtype}.")
+    return image
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A binary mask (PNG or TIFF; any value > 0 is foreground) as uint8 (H, W)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            mask = np.asarray(image)
+    except Exception as error:
+        raise InputError(f"{path} is not a readable mask image ({type(error).__name__}: {error}).") from None
+    if mask.ndim == 3:
+        mask = mask[..., :3].max(axis=-1)
+    if mask.ndim != 2:
+        raise InputError(f"{path} must be a single-channel mask; it has shape {mask.shape}.")
+    return (mask > 0).astype(np.uint8)
+
+
+def write_tiff(path: Path, image: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, image)
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(path)
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """Write JSON so that readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2)
+    os.replace(temporary, path)

@@ -1,0 +1,175 @@
+"""The embedded raw data: simulated captures written in the published datasets' layout.
+
+``simulate_microscopy`` and ``simulate_drone`` render scenes (``scenes``), expose them on a
+physically modelled sensor (``sensor``) at the requested intensity levels, and write 16-bit
+raws, labels or masks, and the sensor's ``camera.json`` exactly where the Raw-Microscopy and
+Raw-Drone loaders look: the same loaders read real and simulated data. Everything is
+deterministic in the seed: an image's scene and each intensity's noise come from their own
+child seeds, so generating more intensities later reproduces the earlier ones bit for bit.
+Results are cached: a folder is reused while its ``simulation.json`` matches the parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from raw2logit.data.files import write_json_atomic, write_mask, write_tiff
+from raw2logit.data.microscopy import LABELS_FILE
+from raw2logit.data.scenes import MICROSCOPY_CLASSES, render_aerial, render_blood_smear
+from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel, intensity_folder
+from raw2logit.errors import InputError
+
+_SCENE, _NOISE = 0, 1
+
+
+def _image_rng(seed: int, index: int, purpose: int, intensity: float = 0.0) -> np.random.Generator:
+    return np.random.default_rng([seed, index, purpose, round(intensity * 100)])
+
+
+def _sensor(sensor: SensorModel, pattern: str | None) -> SensorModel:
+    if pattern is None or pattern == sensor.pattern:
+        return sensor
+    return SensorModel(**{**asdict(sensor), "pattern": pattern})
+
+
+def _prepare(folder: Path, parameters: dict) -> tuple[bool, dict]:
+    """Whether ``folder`` already holds a simulation with these parameters, and its record."""
+    record_path = folder / "simulation.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("parameters") == parameters:
+            return True, record
+        shutil.rmtree(folder)  # different parameters: regenerate from scratch
+    elif folder.exists() and any(folder.iterdir()):
+        raise InputError(
+            f"Refusing to write simulated data into {folder}: it holds other data (no simulation.json)."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return False, {"parameters": parameters, "intensities": []}
+
+
+def _write_level(folder: Path, level: str, images: dict[str, np.ndarray], suffix: str) -> None:
+    """Write one intensity folder atomically (a temporary folder renamed into place)."""
+    target = folder / level
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{level}-"))
+    for stem, raw in images.items():
+        write_tiff(staging / f"{stem}{suffix}", raw)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)
+
+
+def simulate_microscopy(
+    root: str | Path,
+    num_images: int = 240,
+    size: int = 64,
+    intensities=(1.0,),
+    seed: int = 0,
+    pattern: str | None = None,
+    classes=tuple(MICROSCOPY_CLASSES),
+    sensor: SensorModel = MICROSCOPE,
+) -> Path:
+    """Simulated bright-field blood smears in the Raw-Microscopy layout under ``root/microscopy``.
+
+    Args:
+        root: dataset root (``dataset.root``).
+        num_images: number of cells, spread evenly over ``classes``.
+        size: image side in pixels (even).
+        intensities: I_ratio levels to expose (each a ``raw_scaleXXX`` folder).
+        seed: global seed.
+        pattern: Bayer pattern, default the sensor's (RGGB).
+        classes: class codes to draw from ``scenes.MICROSCOPY_CLASSES``.
+        sensor: the ``SensorModel``.
+
+    Returns:
+        the ``microscopy`` folder.
+    """
+    if size % 2 or size < 16:
+        raise InputError(f"Simulated image size must be even and at least 16; got {size}.")
+    unknown = sorted(set(classes) - set(MICROSCOPY_CLASSES))
+    if unknown:
+        raise InputError(
+            f"Unknown simulated classes {unknown}; expected among {', '.join(MICROSCOPY_CLASSES)}."
+        )
+    sensor = _sensor(sensor, pattern)
+    folder = Path(root).expanduser() / "microscopy"
+    parameters = {"num_images": num_images, "size": size, "seed": seed, "classes": list(classes),
+                  "sensor": asdict(sensor), "version": 2}  # fmt: skip
+    cached, record = _prepare(folder, parameters)
+    order = np.random.default_rng([seed, 7]).permutation(np.arange(num_images) % len(classes))
+    labels = [(f"sim_{i:05d}", classes[c]) for i, c in enumerate(order)]
+    if not cached:
+        (folder / "labels").mkdir(exist_ok=True)
+        (folder / "labels" / LABELS_FILE).write_text("".join(f"{stem} {code}\n" for stem, code in labels))
+        write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
+    missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
+    if missing:
+        scenes = [
+            render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
+        ]
+        (folder / "images").mkdir(exist_ok=True)
+        for intensity in missing:
+            raws = {stem: sensor.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
+                    for i, ((stem, _), scene) in enumerate(zip(labels, scenes))}  # fmt: skip
+            _write_level(folder / "images", intensity_folder(intensity), raws, ".tiff")
+            record["intensities"].append(intensity_folder(intensity))
+            write_json_atomic(folder / "simulation.json", record)
+    return folder
+
+
+def simulate_drone(
+    root: str | Path,
+    num_captures: int = 6,
+    height: int = 256,
+    width: int = 384,
+    car_length_px: float = 16.0,
+    intensities=(1.0,),
+    seed: int = 0,
+    pattern: str | None = None,
+    sensor: SensorModel = DRONE_CAMERA,
+) -> Path:
+    """Simulated aerial captures with car masks in the Raw-Drone layout under ``root/drone``.
+
+    Args:
+        root: dataset root (``dataset.root``).
+        num_captures: number of full captures (tiles are cut by the drone loader).
+        height, width: capture size in pixels (even).
+        car_length_px: typical car length in pixels (75 px at the real 6 cm ground sampling distance).
+        intensities, seed, pattern, sensor: as for ``simulate_microscopy``.
+
+    Returns:
+        the ``drone`` folder.
+    """
+    if height % 2 or width % 2:
+        raise InputError(f"Simulated capture size must be even; got {height}x{width}.")
+    sensor = _sensor(sensor, pattern)
+    folder = Path(root).expanduser() / "drone"
+    parameters = {"num_captures": num_captures, "height": height, "width": width,
+                  "car_length_px": car_length_px, "seed": seed, "sensor": asdict(sensor), "version": 1}  # fmt: skip
+    cached, record = _prepare(folder, parameters)
+    stems = [f"sim_capture_{i:03d}" for i in range(num_captures)]
+    missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
+    if not cached or missing:
+        scenes = [
+            render_aerial(height, width, car_length_px, _image_rng(seed, i, _SCENE))
+            for i in range(num_captures)
+        ]
+        if not cached:
+            (folder / "masks_full").mkdir(exist_ok=True)
+            for stem, (_, mask) in zip(stems, scenes):
+                write_mask(folder / "masks_full" / f"{stem}.png", mask)
+            write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
+        (folder / "images_full").mkdir(exist_ok=True)
+        for intensity in missing:
+            raws = {stem: sensor.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
+                    for i, (stem, (scene, _)) in enumerate(zip(stems, scenes))}  # fmt: skip
+            _write_level(folder / "images_full", intensity_folder(intensity), raws, ".tif")
+            record["intensities"].append(intensity_folder(intensity))
+            write_json_atomic(folder / "simulation.json", record)
+    return folder

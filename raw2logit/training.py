@@ -1,0 +1,281 @@
+"""The LightningModule of every mode: [data model] -> normalisation -> weak augmentation -> task model.
+
+It receives built objects (task model, optional data model, learning rates) and never sees the
+configuration. Inputs are either precomputed static views (B, 3, H, W), when no data model runs
+inside the step, or raw mosaics (B, H, W) that the data model turns into views.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
+from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
+
+from raw2logit.errors import InputError
+
+METRIC_NAMES = {"classification": "accuracy", "segmentation": "iou"}
+
+
+def make_metric(task: str, num_classes: int):
+    """Accuracy (classification) or IoU (binary segmentation), as the paper reports them."""
+    if task == "classification":
+        return MulticlassAccuracy(num_classes=num_classes, average="micro")
+    return BinaryJaccardIndex()
+
+
+class TaskLoss(nn.Module):
+    """Cross-entropy (classification), Dice (segmentation) or Dice + BCE (forensics, as the paper)."""
+
+    def __init__(self, task: str, with_bce: bool = False):
+        super().__init__()
+        self.task = task
+        self.with_bce = with_bce
+        self.dice = DiceLoss(mode="binary", from_logits=True) if task == "segmentation" else None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(logits, target)
+        target = target.float().unsqueeze(1) if target.dim() == 3 else target.float()
+        loss = self.dice(logits, target)
+        if self.with_bce:
+            loss = loss + F.binary_cross_entropy_with_logits(logits, target)
+        return loss
+
+
+def weak_augmentation(views: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None):
+    """Random horizontal and vertical flips and 90-degree rotations per sample; masks alike.
+
+    Args:
+        views: (B, C, H, W) images.
+        target: (B,) labels (left as they are) or (B, H, W) masks (transformed with the views).
+    """
+    batch = views.shape[0]
+    draws = torch.randint(0, 2, (batch, 3), generator=generator).to(views.device).bool()
+    if views.shape[-1] != views.shape[-2]:
+        draws[:, 2] = False  # a quarter turn would change the shape
+    is_mask = target.dim() == 3
+
+    def apply(x, flag, fn):
+        shape = (batch,) + (1,) * (x.dim() - 1)
+        return torch.where(flag.view(shape), fn(x), x)
+
+    for column, fn in enumerate((lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.transpose(-1, -2))):
+        views = apply(views, draws[:, column], fn)
+        if is_mask:
+            target = apply(target, draws[:, column], fn)
+    return views, target
+
+
+class Normalise(nn.Module):
+    """Per-channel (x - mean) / std with fixed statistics (the paper's dataset normalisation)."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        channels = len(mean) if mean is not None else 0
+        self.register_buffer("mean", torch.tensor(mean or [], dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [], dtype=torch.float32).view(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean.numel() == 0 or x.shape[1] != self.mean.shape[1]:
+            return x
+        return (x - self.mean) / self.std
+
+
+class DriftModule(pl.LightningModule):
+    """Data model (optional) and task model trained together.
+
+    Args:
+        task_model: the task network (views -> logits).
+        task: ``"classification"`` or ``"segmentation"``.
+        num_classes: number of classes (1 for binary segmentation).
+        lr: Adam learning rate of the task model.
+        processor: optional data model applied to raw inputs inside the step (static views are
+            computed beforehand instead); its trainable parameters get ``processor_lr``.
+        processor_lr: Adam learning rate of the data model's parameters.
+        normalisation: dict with ``mean`` and ``std`` per channel, or None.
+        augment: apply weak augmentation during training.
+        seed: seed of the augmentation draws.
+    """
+
+    def __init__(
+        self,
+        task_model: nn.Module,
+        task: str,
+        num_classes: int,
+        lr: float = 1e-3,
+        processor: nn.Module | None = None,
+        processor_lr: float | None = None,
+        normalisation: dict | None = None,
+        augment: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if task not in METRIC_NAMES:
+            raise InputError(f"Unknown task {task!r}; expected one of {', '.join(METRIC_NAMES)}.")
+        self.task_model = task_model
+        self.processor = processor
+        self.task = task
+        self.lr = lr
+        self.processor_lr = processor_lr if processor_lr is not None else lr
+        self.normalise = Normalise(**(normalisation or {}))
+        self.loss_fn = TaskLoss(task)
+        self.augment = augment
+        self.train_metric = make_metric(task, num_classes)
+        self.val_metric = make_metric(task, num_classes)
+        self.metric_name = METRIC_NAMES[task]
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def views(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs -> views: the data model on raw mosaics, or the views themselves."""
+        return self.processor(x) if self.processor is not None else x
+
+    def logits(self, views: torch.Tensor, output_size=None) -> torch.Tensor:
+        logits = self.task_model(self.normalise(views))
+        if self.task == "segmentation" and output_size is not None and logits.shape[-2:] != output_size:
+            # Packed raw inputs are half resolution: bring the logits back to the mask's size.
+            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.views(x))
+
+    def _target_size(self, target):
+        return tuple(target.shape[-2:]) if self.task == "segmentation" else None
+
+    def training_step(self, batch, batch_index):
+        x, target = batch
+        views = self.views(x)
+        if self.augment:
+            views, target = weak_augmentation(views, target, self._generator)
+        logits = self.logits(views, self._target_size(target))
+        loss = self.loss_fn(logits, target)
+        self.train_metric.update(self._predictions(logits), target)
+        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def on_train_epoch_end(self):
+        self.log(f"train_{self.metric_name}", self.train_metric.compute())
+        self.train_metric.reset()
+
+    def validation_step(self, batch, batch_index):
+        x, target = batch
+        logits = self.logits(self.views(x), self._target_size(target))
+        self.log("val_loss", self.loss_fn(logits, target), on_epoch=True, batch_size=len(x))
+        self.val_metric.update(self._predictions(logits), target)
+
+    def on_validation_epoch_end(self):
+        self.log(f"val_{self.metric_name}", self.val_metric.compute())
+        self.val_metric.reset()
+
+    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return logits.argmax(dim=1)
+        return (logits[:, 0] > 0).long()
+
+    def on_train_end(self):
+        recalibrate_batchnorm(self, self.trainer.train_dataloader)
+
+    def configure_optimizers(self):
+        groups = [{"params": [p for p in self.task_model.parameters() if p.requires_grad], "lr": self.lr}]
+        if self.processor is not None:
+            trainable = [p for p in self.processor.parameters() if p.requires_grad]
+            if trainable:
+                groups.append({"params": trainable, "lr": self.processor_lr})
+        return torch.optim.Adam(groups)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module: DriftModule, loader) -> None:
+    """Recompute BatchNorm running statistics for the final weights ("precise BN").
+
+    BatchNorm's running averages trail the weights by a few dozen steps; a short CPU run ends
+    before they settle and the model then scores far worse in eval mode than in train mode
+    (0.60 vs 1.00 on the simulated microscopy after 24 steps). One pass over the training data
+    with a cumulative average gives the exact statistics; for long runs it changes little.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or loader is None:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    was_training = module.training
+    module.train()
+    for x, _ in loader:
+        module.logits(module.views(x.to(module.device)))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    module.train(was_training)
+
+
+@torch.no_grad()
+def channel_statistics(inputs, batch_size: int = 256, transform=None) -> dict:
+    """Per-channel mean and standard deviation of a set of views (``normalisation: auto``)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, len(inputs), batch_size):
+        views = inputs[np.arange(start, min(start + batch_size, len(inputs)))].double()
+        if transform is not None:
+            views = transform(views)
+        total = total + views.sum(dim=(0, 2, 3))
+        total_sq = total_sq + views.square().sum(dim=(0, 2, 3))
+        count += views.shape[0] * views.shape[2] * views.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()
+    return {"mean": mean.tolist(), "std": std.clamp_min(1e-3).tolist()}
+
+
+@torch.no_grad()
+def evaluate(
+    module: DriftModule,
+    inputs,
+    targets: np.ndarray | torch.Tensor,
+    batch_size: int = 64,
+    transform=None,
+) -> float:
+    """Task metric of ``module`` over inputs (views or raw), in eval mode.
+
+    Args:
+        inputs: a tensor or an object with ``__len__`` and ``__getitem__(index array) -> tensor``.
+        transform: optional function applied to each batch of views (e.g. a corruption).
+    """
+    module.eval()
+    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", 1) or 1).to(module.device)
+    targets = torch.as_tensor(np.asarray(targets))
+    for start in range(0, len(targets), batch_size):
+        index = np.arange(start, min(start + batch_size, len(targets)))
+        x = inputs[index].to(module.device)
+        views = module.views(x)
+        if transform is not None:
+            views = transform(views)
+        target = targets[index].to(module.device)
+        logits = module.logits(views, tuple(target.shape[-2:]) if module.task == "segmentation" else None)
+        metric.update(module._predictions(logits), target)
+    return float(metric.compute())
+
+
+class ProgressPrinter(pl.Callback):
+    """One line per epoch (pytorch-lightning's bar floods logs when many cells train in a row)."""
+
+    def __init__(self, label: str, log=print):
+        self.label = label
+        self.printer = log
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))
+        }
+        shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
+        self.printer(f"  {self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
+                 f"({time.perf_counter() - self._start:.1f}s)")  # fmt: skip
