@@ -16,7 +16,7 @@ import torch
 from raw2logit.isp import CameraParams, bayer_masks
 
 # Top-left corners of 48x64 crops, chosen to mix texture, flat and saturated areas: the astronaut
-# crop alone holds several hundred exact ties in Menon (2007)'s directional decision.
+# crop holds exactly black pixels and several hundred exact ties in Menon (2007)'s directional decision.
 PHOTO_CROPS = {
     "astronaut": (400, 300),
     "coffee": (150, 250),

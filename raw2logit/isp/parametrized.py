@@ -36,15 +36,19 @@ THETA_SHAPES = {
 }
 
 
-def check_groups(groups: Iterable[str]) -> list[str]:
-    """Return the θ group names, raising ``ValueError`` on an unknown one; ``"all"`` means every group."""
+def check_groups(groups: Iterable[str] | str) -> list[str]:
+    """The θ group names in ``groups``; ``"all"`` (alone) means every group.
+
+    Raises:
+        InputError: an unknown group name.
+    """
     groups = [groups] if isinstance(groups, str) else list(groups)
     if groups == ["all"]:
         return list(THETA_GROUPS)
     for group in groups:
         if group not in THETA_GROUPS:
             raise InputError(
-                f"Unknown parameter group {group!r}; expected 'all' or one of {', '.join(THETA_GROUPS)}."
+                f"Unknown parameter group {group!r}; expected 'all' alone, or names among {', '.join(THETA_GROUPS)}."
             )
     return groups
 
@@ -140,7 +144,8 @@ class ParametrizedPipeline(nn.Module):
                         f"θ was fitted for Bayer pattern {value!r}, but the camera's is {self.camera.pattern!r}."
                     )
                 continue
-            check_groups([group])
+            if group not in THETA_GROUPS:
+                raise InputError(f"Unknown θ group {group!r}; expected keys among {', '.join(THETA_GROUPS)}.")
             tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
             expected = THETA_SHAPES[group]
             if tensor.numel() != torch.Size(expected).numel():

@@ -6,8 +6,9 @@ A pipeline is named demosaic_sharpen_denoise: demosaic ``bi`` bilinear, ``ma`` M
 colour correction -> sharpen (on Y) -> denoise (on Y) -> gamma.
 
 The reference converts RGB -> YUV -> RGB around each of sharpening and denoising; since
-``yuv2rgb`` and ``rgb2yuv`` are exact inverses, the torch pipeline stays in YUV between the two
-filters and converts once (fewer float32 roundings, same values).
+``yuv2rgb`` and ``rgb2yuv`` are inverse matrices, the torch pipeline stays in YUV between the two
+filters and converts once: fewer float32 roundings, and values equal up to rounding (about 1e-16,
+which the gamma's infinite slope at 0 can turn into up to 1e-8 on black pixels).
 """
 
 from __future__ import annotations

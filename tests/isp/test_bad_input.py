@@ -183,7 +183,7 @@ def test_unknown_theta_group_lists_the_valid_ones():
     pipeline = ParametrizedPipeline(CameraParams())
     with pytest.raises(
         InputError,
-        match=r"Unknown parameter group 'hue'; expected 'all' or one of black_level, demosaic, white_balance, "
-        r"colour_matrix, sharpen, denoise, gamma\.",
+        match=r"Unknown parameter group 'hue'; expected 'all' alone, or names among black_level, demosaic, "
+        r"white_balance, colour_matrix, sharpen, denoise, gamma\.",
     ):
         pipeline.freeze("hue")

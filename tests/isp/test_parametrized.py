@@ -260,12 +260,6 @@ def test_load_theta_rejects_bad_values(tmp_path):
         ParametrizedPipeline.from_theta_json(partial)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="load_theta passes the key 'all' to check_groups, which expands it to every group instead of "
-    "rejecting it, then indexes THETA_SHAPES['all']: a bare KeyError instead of an InputError.",
-)
 def test_load_theta_rejects_the_key_all():
     """'all' is a group selector, not a θ key: load_theta must refuse it with an InputError."""
     with pytest.raises(InputError, match=r"'all'"):
