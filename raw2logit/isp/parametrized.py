@@ -145,7 +145,7 @@ class ParametrizedPipeline(nn.Module):
                     )
                 continue
             if group not in THETA_GROUPS:
-                raise InputError(f"Unknown θ group {group!r}; expected keys among {', '.join(THETA_GROUPS)}.")
+                raise InputError(f"Unknown parameter group {group!r} in θ; expected keys among {', '.join(THETA_GROUPS)}.")
             tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
             expected = THETA_SHAPES[group]
             if tensor.numel() != torch.Size(expected).numel():

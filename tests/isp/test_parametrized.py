@@ -156,7 +156,7 @@ def test_unknown_group_raises_listing_valid_ones(method):
     valid = ", ".join(THETA_GROUPS)
     call = getattr(pipeline, method)
     with pytest.raises(
-        InputError, match=rf"Unknown parameter group 'gama'; expected 'all' or one of {valid}\."
+        InputError, match=rf"Unknown parameter group 'gama'; expected 'all' alone, or names among {valid}\."
     ):
         call(["gamma", "gama"]) if method == "set_trainable" else call("gamma", "gama")
     assert all(parameter.requires_grad for parameter in pipeline.parameters())
