@@ -78,3 +78,16 @@ def gamma_correction(rgb: torch.Tensor, gamma: torch.Tensor | float = 2.2) -> to
     ):
         return torch.exp2(torch.log2(clipped) * exponent)
     return clipped.log2_().mul_(exponent).exp2_()
+
+
+TONE_CURVES = ("power", "srgb")
+
+
+def srgb_encode(rgb: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1], then the sRGB transfer curve (IEC 61966-2-1), as camera JPEGs are encoded.
+
+    An alternative to ``gamma_correction`` for data models fitted to a device's output images.
+    """
+    clipped = rgb.clamp(0.0, 1.0)
+    curved = 1.055 * clipped.clamp_min(0.0031308).pow(1 / 2.4) - 0.055
+    return torch.where(clipped <= 0.0031308, 12.92 * clipped, curved)

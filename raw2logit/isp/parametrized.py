@@ -18,10 +18,11 @@ from torch import nn
 
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
-from raw2logit.isp.demosaic import bilinear_kernels, demosaic_planes
-from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel
-from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel
-from raw2logit.isp.static import GAMMA, build_steps, run_steps
+from raw2logit.isp.colour import TONE_CURVES
+from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
+from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
+from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
+from raw2logit.isp.static import GAMMA, build_steps, parse_pipeline_name, run_steps
 from raw2logit.isp.validation import check_raw
 
 THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
@@ -77,6 +78,13 @@ class ParametrizedPipeline(nn.Module):
             as the paper's published module does.
         theta: optional initial θ (group name -> values), e.g. from ``load_theta_json``; groups
             not given start at θ_stat.
+        variant: the static pipeline whose discrete choices this data model makes (default
+            ``bi_s_ga``, the paper's). The kernel groups act only where the variant uses a kernel
+            (``demosaic`` for ``bi``, ``sharpen`` for ``s``, ``denoise`` for ``ga``); Malvar, Menon,
+            unsharp masking and the median filter are used as they are. At θ_stat the output
+            equals ``StaticPipeline(variant)``.
+        tone_curve: ``"power"`` (the paper's ``x ** (1/gamma)``) or ``"srgb"`` (the sRGB curve of
+            device JPEGs; ``gamma`` then does not act).
 
     Shapes:
         raw (B, H, W) float in [0, 1], H and W even -> view (B, 3, H, W).
@@ -87,11 +95,18 @@ class ParametrizedPipeline(nn.Module):
         camera: CameraParams,
         normalize_output: bool = False,
         theta: Mapping[str, object] | None = None,
+        variant: str = "bi_s_ga",
+        tone_curve: str = "power",
     ):
         super().__init__()
         if not isinstance(camera, CameraParams):
             raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+        if tone_curve not in TONE_CURVES:
+            raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
         self.camera = camera
+        self.variant = variant
+        self.tone_curve = tone_curve
+        self._demosaic, self._sharpen, self._denoise = parse_pipeline_name(variant)
         # θ is kept in float64 (a few dozen numbers) and cast to the input's dtype at use: at θ_stat
         # a float32 forward is then bitwise the static pipeline's, and a float64 one the reference's.
         for group, value in static_theta(camera).items():
@@ -124,6 +139,16 @@ class ParametrizedPipeline(nn.Module):
             getattr(self, group).requires_grad_(True)
         return self
 
+    def active_groups(self) -> list[str]:
+        """The θ groups that act on the output for this variant and tone curve."""
+        inactive = {
+            "demosaic": self._demosaic != "bi",
+            "sharpen": self._sharpen != "s",
+            "denoise": self._denoise != "ga",
+            "gamma": self.tone_curve != "power",
+        }
+        return [group for group in THETA_GROUPS if not inactive.get(group, False)]
+
     def theta_dict(self) -> dict[str, object]:
         """θ as plain nested lists (JSON-ready), plus the Bayer pattern."""
         values: dict[str, object] = {
@@ -145,7 +170,9 @@ class ParametrizedPipeline(nn.Module):
                     )
                 continue
             if group not in THETA_GROUPS:
-                raise InputError(f"Unknown parameter group {group!r} in θ; expected keys among {', '.join(THETA_GROUPS)}.")
+                raise InputError(
+                    f"Unknown parameter group {group!r} in θ; expected keys among {', '.join(THETA_GROUPS)}."
+                )
             tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
             expected = THETA_SHAPES[group]
             if tensor.numel() != torch.Size(expected).numel():
@@ -159,28 +186,43 @@ class ParametrizedPipeline(nn.Module):
 
     def save_theta_json(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps({"theta": self.theta_dict(), "camera": self.camera.to_dict()}, indent=2))
+        document = {"variant": self.variant, "tone_curve": self.tone_curve, "theta": self.theta_dict(),
+                    "camera": self.camera.to_dict()}  # fmt: skip
+        path.write_text(json.dumps(document, indent=2))
         return path
 
     @classmethod
     def from_theta_json(cls, path: str | Path, normalize_output: bool = False) -> ParametrizedPipeline:
         """Reload a pipeline written by ``save_theta_json``."""
         document = load_theta_json(path)
-        return cls(CameraParams.from_dict(document["camera"]), normalize_output, document["theta"])
+        return cls(CameraParams.from_dict(document["camera"]), normalize_output, document["theta"],
+                   document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
 
     # -- processing -----------------------------------------------------------------------
     def _steps(self, dtype: torch.dtype):
+        if self._demosaic == "bi":
+            demosaic = lambda cfa, pattern, dtype: demosaic_planes(cfa, pattern, self.demosaic, dtype)
+        else:
+            demosaic = DEMOSAIC_METHODS[self._demosaic]
+        sharpen = (lambda luma: sharpen_filter(luma, self.sharpen)) if self._sharpen == "s" else unsharp_mask
+        denoise = (
+            (lambda luma: gaussian_denoise(luma, self.denoise)) if self._denoise == "ga" else median_denoise
+        )
         return build_steps(
             self.camera.pattern,
             self.black_level,
-            ("theta", lambda cfa, pattern, dtype: demosaic_planes(cfa, pattern, self.demosaic, dtype)),
+            ("theta", demosaic),
             self.white_balance,
             self.colour_matrix,
-            ("theta", lambda luma: sharpen_filter(luma, self.sharpen)),
-            ("theta", lambda luma: gaussian_denoise(luma, self.denoise)),
+            ("theta", sharpen),
+            ("theta", denoise),
             self.gamma,
             dtype,
+            self.tone_curve,
         )
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, tone_curve={self.tone_curve!r}, camera={self.camera.name!r}"
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         check_raw(raw)

@@ -23,9 +23,11 @@ from raw2logit.errors import InputError
 from raw2logit.isp.black_level import black_level_correction
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.colour import (
+    TONE_CURVES,
     colour_correction,
     gamma_correction,
     rgb_to_yuv,
+    srgb_encode,
     white_balance,
     yuv_to_rgb,
 )
@@ -112,6 +114,7 @@ def build_steps(
     denoise: tuple[str, Callable],
     gamma: torch.Tensor | float,
     dtype: torch.dtype = torch.float32,
+    tone_curve: str = "power",
 ) -> list[Step]:
     """The step sequence shared by static and parametrized pipelines (Eq. 5).
 
@@ -119,8 +122,11 @@ def build_steps(
     is called as ``fn(cfa, pattern, dtype=dtype)``, the others take a luma channel (B, 1, H, W).
     The black-level-corrected mosaic is kept in float64 (one subtraction): Menon's directional
     decision must compare the very values the reference compares. Everything after the
-    demosaic runs in ``dtype``.
+    demosaic runs in ``dtype``. ``tone_curve`` is the paper's ``"power"`` law ``x ** (1/gamma)``
+    or ``"srgb"`` (the sRGB curve; ``gamma`` is then unused).
     """
+    if tone_curve not in TONE_CURVES:
+        raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
     demosaic_key, demosaic_fn = demosaic
     sharpen_key, sharpen_fn = sharpen
     denoise_key, denoise_fn = denoise
@@ -137,7 +143,9 @@ def build_steps(
         Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", in_yuv=True),
         Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", in_yuv=True),
         Step("rgb", yuv_to_rgb),
-        Step("gamma", lambda rgb: gamma_correction(rgb, gamma), "gamma"),
+        Step("gamma", lambda rgb: gamma_correction(rgb, gamma), "gamma")
+        if tone_curve == "power"
+        else Step("gamma:srgb", srgb_encode, "gamma"),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from raw2logit.errors import InputError
 from raw2logit.isp import (
     BAYER_PATTERNS,
     STAGE_NAMES,
+    STATIC_PIPELINE_NAMES,
     THETA_GROUPS,
     CameraParams,
     ParametrizedPipeline,
@@ -223,7 +225,7 @@ def test_theta_json_round_trips_exactly(tmp_path, normalize_output):
     path = source.save_theta_json(tmp_path / "theta.json")
     assert path == tmp_path / "theta.json" and path.exists()
     document = json.loads(path.read_text())
-    assert set(document) == {"theta", "camera"}
+    assert set(document) == {"theta", "camera", "variant", "tone_curve"}
     loaded = ParametrizedPipeline.from_theta_json(path, normalize_output=normalize_output)
     assert loaded.camera == camera
     assert (loaded.output_norm is not None) == normalize_output
@@ -264,3 +266,36 @@ def test_load_theta_rejects_the_key_all():
     """'all' is a group selector, not a θ key: load_theta must refuse it with an InputError."""
     with pytest.raises(InputError, match=r"'all'"):
         ParametrizedPipeline(CameraParams()).load_theta({"all": [2.2]})
+
+
+@pytest.mark.parametrize("variant", STATIC_PIPELINE_NAMES)
+def test_variant_equals_its_static_pipeline_and_round_trips(tmp_path, variant):
+    """Any static variant as a data model: bitwise the static pipeline at θ_stat; variant and
+    tone curve survive the JSON round trip; only the kernels the variant uses are active."""
+    camera = CameraParams.published("drone")
+    raw = random_raw(2, 16, 24)
+    pipeline = ParametrizedPipeline(camera, variant=variant)
+    assert torch.equal(pipeline(raw), StaticPipeline(variant, camera)(raw))
+    demosaic, sharpen, denoise = variant.split("_")
+    active = set(pipeline.active_groups())
+    assert ("demosaic" in active) == (demosaic == "bi")
+    assert ("sharpen" in active) == (sharpen == "s")
+    assert ("denoise" in active) == (denoise == "ga")
+    srgb = ParametrizedPipeline(camera, variant=variant, tone_curve="srgb")
+    assert "gamma" not in srgb.active_groups()
+    loaded = ParametrizedPipeline.from_theta_json(srgb.save_theta_json(tmp_path / "t.json"))
+    assert (loaded.variant, loaded.tone_curve) == (variant, "srgb")
+    assert torch.equal(loaded(raw), srgb(raw))
+
+
+def test_srgb_tone_curve_matches_the_standard():
+    """The sRGB curve against scikit-image's conversion of linear RGB (XYZ round trip avoided)."""
+    from raw2logit.isp.colour import srgb_encode
+
+    linear = torch.linspace(0, 1, 1001, dtype=torch.float64).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    encoded = srgb_encode(linear)[0, 0, 0].numpy()
+    x = linear[0, 0, 0].numpy()
+    expected = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+    assert np.abs(encoded - expected).max() < 1e-12
+    with pytest.raises(InputError, match="tone curve 'log'"):
+        ParametrizedPipeline(CameraParams(), tone_curve="log")
