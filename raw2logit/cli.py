@@ -123,26 +123,29 @@ def make_module_factory(cfg: DictConfig, dataset, processor_factory=None, in_cha
 
 
 def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
-    """A function label -> a fresh Lightning ``Trainer`` configured by the ``trainer`` group."""
+    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` from the ``trainer`` group.
+
+    ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
+    """
     import pytorch_lightning as pl
 
     from raw2logit.training import ProgressPrinter
 
-    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings = {
+        "max_epochs": cfg.epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **overrides,
+    }
 
-    def make(label: str):
+    def make(label: str, extra_callbacks=None):
         callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
-        return pl.Trainer(
-            **{**options, **overrides},
-            max_epochs=cfg.epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=overrides.get("limit_val_batches", 0),
-            callbacks=callbacks,
-        )
+        return pl.Trainer(**settings, callbacks=callbacks + list(extra_callbacks or []))
 
     return make
 
@@ -180,10 +183,11 @@ def _main(cfg: DictConfig):
         f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
         f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
     ctx = Context(cfg, directory, dataset, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
-    if cfg.mode == "synthesis":
-        from raw2logit.modes import synthesis_mode
+    from raw2logit import modes
 
-        return synthesis_mode(ctx)
+    handlers = {"synthesis": modes.synthesis_mode, "forensics": modes.forensics_mode}
+    if cfg.mode in handlers:
+        return handlers[cfg.mode](ctx)
     raise InputError(f"mode={cfg.mode} is not available in this version.")
 
 

@@ -129,3 +129,165 @@ def synthesis_mode(ctx: Context) -> dict:
         ctx.tracker.log_artifacts(run_id, ctx.run_dir / "synthesis", "synthesis")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
     return summary
+
+
+FORENSICS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "folds", "fold", "epochs", "batch_size",
+                  "lr", "augment", "lambda", "forensics"]  # fmt: skip
+
+
+def data_model_pipeline(cfg, camera):
+    """The parametrized data model the config asks for, at its initial θ (θ_stat by default)."""
+    from raw2logit.isp import ParametrizedPipeline
+    from raw2logit.isp.parametrized import load_theta_json
+
+    options = cfg.data_model
+    theta_file = options.get("theta") if options.kind == "parametrized" else None
+    if theta_file:
+        document = load_theta_json(theta_file)
+        return ParametrizedPipeline(camera, options.get("normalize_output", False), document["theta"],
+                                    document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
+    return ParametrizedPipeline(camera, bool(options.get("normalize_output", False)))
+
+
+def load_task_checkpoint(path, dataset):
+    """A task model saved by synthesis (or forensics): (model, normalisation, metadata)."""
+    import torch
+    from hydra.utils import instantiate
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"forensics.checkpoint={path} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(
+            f"{path} is not a readable task model checkpoint ({type(error).__name__})."
+        ) from None
+    missing = [k for k in ("state_dict", "task", "num_classes", "task_model") if k not in checkpoint]
+    if missing:
+        raise InputError(f"{path} is not a raw2logit task model checkpoint (it lacks {', '.join(missing)}).")
+    if checkpoint["task"] != dataset.task or checkpoint["num_classes"] != dataset.num_classes:
+        raise InputError(
+            f"{path} holds a {checkpoint['task']} model with {checkpoint['num_classes']} classes, but "
+            f"{dataset.name} is a {dataset.task} dataset with {dataset.num_classes} classes."
+        )
+    model = instantiate(checkpoint["task_model"], num_classes=dataset.num_classes, in_channels=3)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise InputError(
+            f"{path} does not fit the task model it names ({str(error).splitlines()[0]})."
+        ) from None
+    return model, checkpoint.get("normalisation"), {k: v for k, v in checkpoint.items() if k != "state_dict"}
+
+
+def checkpoint_from_run(ctx: Context, run_id: str) -> Path:
+    """Download the task model checkpoint (``model.pt``) logged with an MLflow run."""
+    import tempfile
+
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.pt",
+                                                        dst_path=tempfile.mkdtemp(), tracking_uri=ctx.tracker.uri))  # fmt: skip
+    except Exception as error:
+        raise InputError(
+            f"forensics.from_run={run_id}: no model.pt artifact could be fetched ({type(error).__name__})."
+        ) from None
+
+
+def forensics_mode(ctx: Context) -> dict:
+    """Drift forensics: adversarial search over θ against a frozen task model."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from raw2logit.controls.forensics import REGULARIZERS, run_search
+    from raw2logit.controls.synthesis import Subset, save_task_model, train_cell
+    from raw2logit.data.dataset import RawInputs
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.data.splits import kfold_splits
+    from raw2logit.isp.parametrized import check_groups
+    from raw2logit.report.figures import comparison_figure
+
+    cfg, dataset = ctx.cfg, ctx.dataset
+    options = cfg.forensics
+    lam = cfg["lambda"]
+    if not isinstance(lam, (int, float)) or lam < 0:
+        raise InputError(f"lambda must be a non-negative number (the weight of ||V - V~||²); got {lam!r}.")
+    if options.regularizer not in REGULARIZERS:
+        raise InputError(
+            f"Unknown forensics.regularizer {options.regularizer!r}; expected one of {', '.join(REGULARIZERS)}."
+        )
+    check_groups(options.target)
+    fold = cfg.fold if cfg.fold is not None else 0
+    train_index, test_index = kfold_splits(dataset, cfg.folds, cfg.seed)[fold]
+    raw = RawInputs(dataset)
+    results = Path(cfg.paths.results) / f"forensics-{cfg.dataset.name}-{fingerprint(cfg, FORENSICS_KEYS)}"
+    folder = ctx.run_dir / "forensics"
+    folder.mkdir(parents=True, exist_ok=True)
+    run, state = resumable_run(ctx, results, f"forensics λ={lam:g} {options.target}")
+    with run as run_id:
+        write_json_atomic(state, {"run_id": run_id})
+        record_run(ctx, run_id)
+        pipeline = data_model_pipeline(cfg, dataset.camera).to(device(cfg))
+        # The task model: a checkpoint, an MLflow run's checkpoint, or trained here on the views at θ_stat.
+        trained = results / "task_model.pt"
+        source = options.checkpoint or (
+            checkpoint_from_run(ctx, options.from_run) if options.from_run else None
+        )
+        if source is None and not trained.exists():
+            log(
+                f"training the task model on {pipeline.variant} views of fold {fold} ({len(train_index)} images)"
+            )
+            with torch.no_grad():
+                views = torch.cat([pipeline(raw[train_index[i : i + 64]].to(device(cfg))).cpu()
+                                   for i in range(0, len(train_index), 64)])  # fmt: skip
+            module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg), views,
+                                dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model")  # fmt: skip
+            save_task_model(module, trained, {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True),
+                                              "pipeline": pipeline.variant, "fold": fold, "task": dataset.task,
+                                              "num_classes": dataset.num_classes})  # fmt: skip
+        task_model, normalisation, info = load_task_checkpoint(source or trained, dataset)
+        ctx.tracker.log_params(run_id, {"task_model_source": str(source or trained)})
+        if source is None:
+            ctx.tracker.log_artifact(run_id, trained)
+
+        result_file = results / "result.json"
+        if result_file.exists():
+            log(f"forensics result found in {results}: reused")
+            result = json.loads(result_file.read_text())
+            pipeline.load_theta(result["theta_after"])
+        else:
+            result = run_search(
+                task_model=task_model.to(device(cfg)), pipeline=pipeline, task=dataset.task,
+                num_classes=dataset.num_classes, normalisation=normalisation,
+                train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+                test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], lam=float(lam),
+                target=options.target, regularizer=options.regularizer, epochs=options.epochs,
+                batch_size=cfg.batch_size, lr=options.lr, plausible=options.plausible,
+                make_trainer=make_trainer_factory(cfg, max_epochs=options.epochs), seed=cfg.seed, log=log,
+            )  # fmt: skip
+            result["task_model"] = {k: v for k, v in info.items() if k != "normalisation"}
+            write_json_atomic(result_file, result)
+        write_json_atomic(folder / "result.json", result)
+        pipeline.save_theta_json(folder / "theta_adversarial.json")
+        reference = data_model_pipeline(cfg, dataset.camera).to(pipeline.black_level.device)
+        sample = raw[test_index[:3]].to(pipeline.black_level.device)
+        with torch.no_grad():
+            default_views, adversarial_views = reference(sample).cpu().numpy(), pipeline(sample).cpu().numpy()
+        comparison_figure([(dataset.names[i], a, b) for i, a, b in zip(test_index[:3], default_views, adversarial_views)],
+                          ("default Φ(x, θ_stat)", f"adversarial Φ(x, θ~), λ={lam:g}"), folder / "samples.png")  # fmt: skip
+        summary = {"mode": "forensics", **{k: result[k] for k in ("lambda", "target", "regularizer", "metric",
+                                                                     "metric_before", "metric_after", "l2")}}  # fmt: skip
+        (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(f"\nforensics λ={lam:g} target={options.target}: {result['metric']} {result['metric_before']:.3f} -> "
+            f"{result['metric_after']:.3f}, ℓ2 {result['l2']:.4g}; artifacts in {folder}")  # fmt: skip
+        ctx.tracker.log_metrics(run_id, {"metric_before": result["metric_before"], "metric_after": result["metric_after"],
+                                         "l2": result["l2"]})  # fmt: skip
+        for entry in result["history"]:
+            ctx.tracker.log_metrics(
+                run_id, {"search_metric": entry["metric"], "search_l2": entry["l2"]}, step=entry["epoch"]
+            )
+        ctx.tracker.log_artifacts(run_id, folder, "forensics")
+        ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+    return summary

@@ -33,6 +33,28 @@ def cell_path(results: Path, train: str, fold: int) -> Path:
     return results / CELL_DIR / train / f"fold{fold}.json"
 
 
+def model_file(results: Path, train: str, fold: int) -> Path:
+    return results / "synthesis" / "models" / train / f"fold{fold}.pt"
+
+
+def save_task_model(module: DriftModule, path: Path, metadata: dict) -> Path:
+    """A task model checkpoint that forensics can load: weights, input normalisation, provenance.
+
+    Plain tensors, numbers and strings only, so ``torch.load(..., weights_only=True)`` reads it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    normalise = module.normalise
+    normalisation = (
+        {"mean": normalise.mean.flatten().tolist(), "std": normalise.std.flatten().tolist()}
+        if normalise.mean.numel()
+        else None
+    )
+    torch.save(
+        {"state_dict": module.task_model.state_dict(), "normalisation": normalisation, **metadata}, path
+    )
+    return path
+
+
 def batches(inputs, targets: np.ndarray, batch_size: int, shuffle: bool, seed: int):
     """A DataLoader over (input array, targets) that converts one batch at a time."""
     targets = torch.as_tensor(targets)
@@ -98,6 +120,7 @@ def run_cell(
     seed: int,
     label: str,
     model_path: Path | None = None,
+    model_metadata: dict | None = None,
 ) -> dict:
     """Train one cell and evaluate it on every test pipeline and corruption."""
     train_index, test_index = split
@@ -121,10 +144,8 @@ def run_cell(
         corruptions[name] = evaluate(module, own, targets, batch_size,
                                      transform=lambda v, n=name, g=generator: corrupt(v, n, severity, g))  # fmt: skip
     if model_path is not None:
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"state_dict": module.task_model.state_dict(), "pipeline": train, "fold": fold}, model_path
-        )
+        save_task_model(module, model_path, {**(model_metadata or {}), "pipeline": train, "fold": fold,
+                                             "task": dataset.task, "num_classes": dataset.num_classes})  # fmt: skip
     return {
         "train": train,
         "fold": fold,
@@ -156,6 +177,7 @@ def run_synthesis(
     batch_size: int,
     results: Path,
     save_models: bool = True,
+    model_metadata: dict | None = None,
     on_cell: Callable[[dict], None] | None = None,
     log=print,
 ) -> list[dict]:
@@ -185,7 +207,7 @@ def run_synthesis(
             dataset=dataset, views=views, train=train, fold=k, split=splits[k], test_names=test_names,
             corruption_names=corruption_names, severity=severity, make_module=make_module,
             make_trainer=make_trainer, batch_size=batch_size, seed=seed + k, label=label,
-            model_path=results / "synthesis" / "models" / train / f"fold{k}.pt" if save_models else None,
+            model_path=model_file(results, train, k) if save_models else None, model_metadata=model_metadata,
         )  # fmt: skip
         write_json_atomic(path, cell)
         own = cell["test"].get(train, cell["clean"])

@@ -101,3 +101,16 @@ class RawDataset:
             skipped=list(self.skipped),
             normalisation=self.normalisation,
         )
+
+
+class RawInputs:
+    """Normalised raw mosaics of a dataset, indexed lazily: ``inputs[indices]`` -> (n, H, W) float32."""
+
+    def __init__(self, dataset: RawDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        return self.dataset.normalised(np.atleast_1d(np.asarray(indices)))

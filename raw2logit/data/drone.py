@@ -43,10 +43,14 @@ def pair_captures(image_folder: Path, mask_folder: Path, bad: BadFiles) -> list[
     images = _files(image_folder, RAW_SUFFIXES)
     masks = _files(mask_folder, MASK_SUFFIXES)
     pairs, used = [], set()
+    # A mask belongs to the capture with the longest stem that starts it ("cap1" must not take "cap10_mask").
+    owner = {}
+    for mask in masks:
+        candidates = [image for image in images if mask.stem.startswith(image.stem)]
+        if candidates:
+            owner[mask] = max(candidates, key=lambda image: len(image.stem))
     for image in images:
-        matches = [m for m in masks if m.stem == image.stem] or [
-            m for m in masks if m.stem.startswith(image.stem)
-        ]
+        matches = sorted((m for m in masks if owner.get(m) == image), key=lambda m: m.stem != image.stem)
         if not matches:
             bad.report(image, f"has no mask in {mask_folder}")
             continue
@@ -64,7 +68,7 @@ def tile_positions(height: int, width: int, tile: int) -> list[tuple[int, int]]:
 
 
 def _source_stamp(paths: list[Path]) -> list[list]:
-    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in paths]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
 
 
 def build_tiles(base: Path, intensity: float, tile_size: int, on_bad_file: str) -> Path:
@@ -74,6 +78,11 @@ def build_tiles(base: Path, intensity: float, tile_size: int, on_bad_file: str) 
     mask_dir = base / f"masks_tiles_{tile_size}"
     manifest_path = image_dir / "manifest.json"
     bad = BadFiles(on_bad_file)
+    if not (base / "images_full" / level).is_dir():
+        raise InputError(
+            f"Expected the intensity folder {base / 'images_full' / level} for dataset.intensity={intensity}; "
+            f"Raw-Drone comes from Zenodo (DOI {DOI})."
+        )
     pairs = pair_captures(base / "images_full" / level, base / "masks_full", bad)
     if not pairs:
         raise InputError(
@@ -90,23 +99,31 @@ def build_tiles(base: Path, intensity: float, tile_size: int, on_bad_file: str) 
     mask_staging = staging / "masks"
     mask_staging.mkdir()
     tiles = []
-    for capture, (image_path, mask_path) in enumerate(pairs):
-        try:
-            raw, mask = read_raw(image_path), read_mask(mask_path)
-        except InputError as error:
-            bad.report(image_path, str(error))
-            continue
-        if raw.shape != mask.shape:
-            bad.report(mask_path, f"has shape {mask.shape} but its capture {image_path.name} has {raw.shape}")
-            continue
-        for index, (row, col) in enumerate(tile_positions(*raw.shape, tile_size)):
-            tile_mask = mask[row : row + tile_size, col : col + tile_size]
-            if not tile_mask.any():
+    try:
+        for image_path, mask_path in pairs:
+            try:
+                raw, mask = read_raw(image_path), read_mask(mask_path)
+            except InputError as error:
+                bad.report(image_path, str(error))
                 continue
-            stem = f"{capture:02d}_{index:05d}"
-            write_tiff(staging / f"{stem}.tif", raw[row : row + tile_size, col : col + tile_size])
-            write_mask(mask_staging / f"{stem}.png", tile_mask)
-            tiles.append({"tile": stem, "capture": image_path.name, "row": row, "col": col})
+            if raw.shape != mask.shape:
+                bad.report(
+                    mask_path, f"has shape {mask.shape} but its capture {image_path.name} has {raw.shape}"
+                )
+                continue
+            for index, (row, col) in enumerate(tile_positions(*raw.shape, tile_size)):
+                tile_mask = mask[row : row + tile_size, col : col + tile_size]
+                if not tile_mask.any():
+                    continue
+                stem = (
+                    f"{image_path.stem}_{index:05d}"  # named by capture: masks are shared by all intensities
+                )
+                write_tiff(staging / f"{stem}.tif", raw[row : row + tile_size, col : col + tile_size])
+                write_mask(mask_staging / f"{stem}.png", tile_mask)
+                tiles.append({"tile": stem, "capture": image_path.name, "row": row, "col": col})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if not tiles:
         shutil.rmtree(staging)
         raise InputError(f"No {tile_size}x{tile_size} tile with a car pixel in the captures under {base}.")

@@ -100,7 +100,7 @@ def load_microscopy(root: str | Path, intensity: float = 1.0, on_bad_file: str =
     codes = [code for _, code in pairs]
     classes = sorted(c for c in set(codes) if codes.count(c) >= MIN_IMAGES_PER_CLASS)
 
-    raws, targets, names = [], [], []
+    images = []
     for stem, code in pairs:
         if code not in classes:
             continue
@@ -113,11 +113,17 @@ def load_microscopy(root: str | Path, intensity: float = 1.0, on_bad_file: str =
         except InputError as error:
             bad.report(path, str(error).removeprefix(f"{path} "))
             continue
-        if raws and image.shape != raws[0].shape:
-            bad.report(path, f"has shape {image.shape}, expected {raws[0].shape} like the other images")
-            continue
         if image.shape[0] % 2 or image.shape[1] % 2:
             bad.report(path, f"has odd size {image.shape}; Bayer mosaics need even height and width")
+            continue
+        images.append((stem, code, path, image))
+    # The shape most images share is the expected one, so one odd file is blamed, not all the others.
+    shapes = [image.shape for *_, image in images]
+    expected = max(set(shapes), key=shapes.count) if shapes else None
+    raws, targets, names = [], [], []
+    for stem, code, path, image in images:
+        if image.shape != expected:
+            bad.report(path, f"has shape {image.shape}, expected {expected} like the other images")
             continue
         raws.append(image)
         targets.append(classes.index(code))

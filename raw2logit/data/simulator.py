@@ -40,6 +40,7 @@ def _sensor(sensor: SensorModel, pattern: str | None) -> SensorModel:
 
 def _prepare(folder: Path, parameters: dict) -> tuple[bool, dict]:
     """Whether ``folder`` already holds a simulation with these parameters, and its record."""
+    parameters = json.loads(json.dumps(parameters))  # tuples -> lists, as they come back from the file
     record_path = folder / "simulation.json"
     if record_path.exists():
         record = json.loads(record_path.read_text())
@@ -97,6 +98,8 @@ def simulate_microscopy(
         raise InputError(
             f"Unknown simulated classes {unknown}; expected among {', '.join(MICROSCOPY_CLASSES)}."
         )
+    for intensity in intensities:
+        intensity_folder(intensity)  # validates before anything is written
     sensor = _sensor(sensor, pattern)
     folder = Path(root).expanduser() / "microscopy"
     parameters = {"num_images": num_images, "size": size, "seed": seed, "classes": list(classes),
@@ -148,6 +151,8 @@ def simulate_drone(
     """
     if height % 2 or width % 2:
         raise InputError(f"Simulated capture size must be even; got {height}x{width}.")
+    for intensity in intensities:
+        intensity_folder(intensity)  # validates before anything is written
     sensor = _sensor(sensor, pattern)
     folder = Path(root).expanduser() / "drone"
     parameters = {"num_captures": num_captures, "height": height, "width": width,

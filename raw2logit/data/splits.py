@@ -27,6 +27,12 @@ def kfold_splits(dataset: RawDataset, folds: int, seed: int) -> list[tuple[np.nd
         labels = np.asarray(dataset.targets)
         smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
         if grouped:
+            unique = len(np.unique(groups))
+            if folds > unique:
+                raise InputError(
+                    f"folds={folds} is more than the {unique} source captures of {dataset.name} "
+                    "(images of one capture stay in one fold)."
+                )
             splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         else:
             if folds > smallest:

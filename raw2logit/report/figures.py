@@ -75,3 +75,80 @@ def synthesis_heatmap(
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def signature_figure(by_target: dict[str, list[dict]], metric: str, path: Path) -> Path:
+    """The paper's Fig. 6a: the metric against λ per parameter group, and ℓ2 against the metric."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for target, runs in by_target.items():
+        lambdas = [r["lambda"] for r in runs]
+        after = [r["metric_after"] for r in runs]
+        style = dict(marker="o", linewidth=2.5 if target == "all" else 1.2, label=target)
+        left.plot(lambdas, after, **style)
+        right.plot([max(r["l2"], 1e-12) for r in runs], after, **style)
+    clean = np.mean([r["metric_before"] for runs in by_target.values() for r in runs])
+    for ax in (left, right):
+        ax.axhline(clean, color="grey", linestyle="--", linewidth=1, label="clean")
+        ax.set_xscale("log")
+        ax.set_ylabel(f"{metric} after the search")
+        ax.grid(alpha=0.3)
+    left.set_xlabel("λ (weight of ||V - V~||²)")
+    right.set_xlabel("ℓ2 = ||V - V~||² (held-out mean)")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _show(ax, image, title=None):
+    ax.imshow(np.clip(image, 0, 1))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def comparison_figure(
+    rows: list[tuple[str, np.ndarray, np.ndarray]], labels: tuple[str, str], path: Path
+) -> Path:
+    """Pairs of views side by side with their absolute difference per channel (paper Fig. 6b).
+
+    Args:
+        rows: (name, view A (3, H, W), view B (3, H, W)) per image.
+        labels: titles of A and B.
+    """
+    fig, axes = plt.subplots(len(rows), 5, figsize=(11, 2.3 * len(rows)), squeeze=False)
+    for row, (name, a, b) in enumerate(rows):
+        a, b = np.transpose(a, (1, 2, 0)), np.transpose(b, (1, 2, 0))
+        _show(axes[row][0], a, f"{name}: {labels[0]}")
+        _show(axes[row][1], b, labels[1])
+        difference = np.abs(a - b)
+        scale = max(float(difference.max()), 1e-6)
+        for channel, colour in enumerate("RGB"):
+            ax = axes[row][2 + channel]
+            ax.imshow(difference[..., channel], cmap="magma", vmin=0, vmax=scale)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"|A - B| {colour} (max {scale:.3f})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(history: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Validation metric against optimisation step, mean ± std over folds, one line per setting (Fig. 7)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for setting, frame in history.groupby("setting", sort=False):
+        stats = frame.groupby("step")["metric"].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], label=setting)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel(f"validation {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
