@@ -49,6 +49,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*GPU available.*")
     warnings.filterwarnings("ignore", message=".*TPU available.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
 
 
 def _raise_interrupt(signum, frame):
@@ -89,16 +91,28 @@ def flat_params(cfg: DictConfig) -> dict:
     return flat
 
 
-def build_dataset(cfg: DictConfig):
+def instantiate_clean(node, **kwargs):
+    """``hydra.utils.instantiate`` that lets an ``InputError`` through unwrapped (one clear sentence)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(cfg.dataset, _convert_="all")
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, InputError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def build_dataset(cfg: DictConfig):
+    return instantiate_clean(cfg.dataset, _convert_="all")
 
 
 def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
-    from hydra.utils import instantiate
-
-    return instantiate(cfg.task_model, num_classes=num_classes, in_channels=in_channels)
+    return instantiate_clean(cfg.task_model, num_classes=num_classes, in_channels=in_channels)
 
 
 def make_module_factory(cfg: DictConfig, dataset, processor_factory=None, in_channels: int = 3):
@@ -185,7 +199,8 @@ def _main(cfg: DictConfig):
     ctx = Context(cfg, directory, dataset, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
     from raw2logit import modes
 
-    handlers = {"synthesis": modes.synthesis_mode, "forensics": modes.forensics_mode}
+    handlers = {"synthesis": modes.synthesis_mode, "forensics": modes.forensics_mode,
+                "optimization": modes.optimization_mode}  # fmt: skip
     if cfg.mode in handlers:
         return handlers[cfg.mode](ctx)
     raise InputError(f"mode={cfg.mode} is not available in this version.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def resumable_run(ctx: Context, results: Path, name: str):
 
 def synthesis_mode(ctx: Context) -> dict:
     """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
-    from raw2logit.controls.synthesis import assemble, cell_path, format_matrix, run_synthesis
+    from raw2logit.controls.synthesis import assemble, cell_path, format_matrix, model_file, run_synthesis
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.views import ViewCache
 
@@ -95,6 +96,7 @@ def synthesis_mode(ctx: Context) -> dict:
             metrics.update({f"corruption.{k}": v for k, v in cell["corruptions"].items()})
             ctx.tracker.log_metrics(child, {**metrics, "clean": cell["clean"], "seconds": cell["seconds"]})
             ctx.tracker.log_artifact(child, cell_path(results, cell["train"], cell["fold"]))
+            ctx.tracker.log_artifact(child, model_file(results, cell["train"], cell["fold"]), "model")
             ctx.tracker.end(child)
 
         cells = run_synthesis(
@@ -131,6 +133,9 @@ def synthesis_mode(ctx: Context) -> dict:
     return summary
 
 
+# What decides the task model forensics trains when given none (shared by every λ and target).
+TASK_MODEL_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "folds", "fold", "epochs", "batch_size",
+                   "lr", "augment"]  # fmt: skip
 FORENSICS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "folds", "fold", "epochs", "batch_size",
                   "lr", "augment", "lambda", "forensics"]  # fmt: skip
 
@@ -152,7 +157,8 @@ def data_model_pipeline(cfg, camera):
 def load_task_checkpoint(path, dataset):
     """A task model saved by synthesis (or forensics): (model, normalisation, metadata)."""
     import torch
-    from hydra.utils import instantiate
+
+    from raw2logit.cli import instantiate_clean
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -171,7 +177,7 @@ def load_task_checkpoint(path, dataset):
             f"{path} holds a {checkpoint['task']} model with {checkpoint['num_classes']} classes, but "
             f"{dataset.name} is a {dataset.task} dataset with {dataset.num_classes} classes."
         )
-    model = instantiate(checkpoint["task_model"], num_classes=dataset.num_classes, in_channels=3)
+    model = instantiate_clean(checkpoint["task_model"], num_classes=dataset.num_classes, in_channels=3)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
@@ -182,31 +188,60 @@ def load_task_checkpoint(path, dataset):
 
 
 def checkpoint_from_run(ctx: Context, run_id: str) -> Path:
-    """Download the task model checkpoint (``model.pt``) logged with an MLflow run."""
+    """Download the task model checkpoint (the ``.pt`` artifact) logged with an MLflow run."""
     import tempfile
 
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.pt",
-                                                        dst_path=tempfile.mkdtemp(), tracking_uri=ctx.tracker.uri))  # fmt: skip
+        client = MlflowClient(tracking_uri=ctx.tracker.uri)
+        pending, found = [""], []
+        while pending and not found:
+            for item in client.list_artifacts(run_id, pending.pop()):
+                if item.is_dir:
+                    pending.append(item.path)
+                elif item.path.endswith(".pt"):
+                    found.append(item.path)
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=found[0], dst_path=tempfile.mkdtemp(),
+                                                   tracking_uri=ctx.tracker.uri)  # fmt: skip
+        return Path(path)
     except Exception as error:
         raise InputError(
-            f"forensics.from_run={run_id}: no model.pt artifact could be fetched ({type(error).__name__})."
+            f"forensics.from_run={run_id}: no task model checkpoint (.pt) could be fetched from that run "
+            f"({type(error).__name__}); synthesis logs one with each train pipeline x fold run."
         ) from None
+
+
+def train_task_model(cfg, dataset, pipeline, raw, train_index, fold: int, path: Path) -> Path:
+    """Train a task model on the data model's views (at its initial θ) of a training fold."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from raw2logit.controls.synthesis import save_task_model, train_cell
+
+    log(f"training the task model on {pipeline.variant} views of fold {fold} ({len(train_index)} images)")
+    with torch.no_grad():
+        views = torch.cat([pipeline(raw[train_index[i : i + 64]].to(device(cfg))).cpu()
+                           for i in range(0, len(train_index), 64)])  # fmt: skip
+    module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg), views,
+                        dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model")  # fmt: skip
+    metadata = {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "pipeline": pipeline.variant,
+                "fold": fold, "task": dataset.task, "num_classes": dataset.num_classes}  # fmt: skip
+    return save_task_model(module, path, metadata)
 
 
 def forensics_mode(ctx: Context) -> dict:
     """Drift forensics: adversarial search over θ against a frozen task model."""
     import torch
-    from omegaconf import OmegaConf
 
     from raw2logit.controls.forensics import REGULARIZERS, run_search
-    from raw2logit.controls.synthesis import Subset, save_task_model, train_cell
+    from raw2logit.controls.synthesis import Subset
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.splits import kfold_splits
     from raw2logit.isp.parametrized import check_groups
+    from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure
 
     cfg, dataset = ctx.cfg, ctx.dataset
@@ -231,22 +266,16 @@ def forensics_mode(ctx: Context) -> dict:
         record_run(ctx, run_id)
         pipeline = data_model_pipeline(cfg, dataset.camera).to(device(cfg))
         # The task model: a checkpoint, an MLflow run's checkpoint, or trained here on the views at θ_stat.
-        trained = results / "task_model.pt"
         source = options.checkpoint or (
             checkpoint_from_run(ctx, options.from_run) if options.from_run else None
         )
-        if source is None and not trained.exists():
-            log(
-                f"training the task model on {pipeline.variant} views of fold {fold} ({len(train_index)} images)"
-            )
-            with torch.no_grad():
-                views = torch.cat([pipeline(raw[train_index[i : i + 64]].to(device(cfg))).cpu()
-                                   for i in range(0, len(train_index), 64)])  # fmt: skip
-            module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg), views,
-                                dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model")  # fmt: skip
-            save_task_model(module, trained, {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True),
-                                              "pipeline": pipeline.variant, "fold": fold, "task": dataset.task,
-                                              "num_classes": dataset.num_classes})  # fmt: skip
+        trained = (
+            Path(cfg.paths.results) / f"task-model-{cfg.dataset.name}-{fingerprint(cfg, TASK_MODEL_KEYS)}.pt"
+        )
+        if source is None:
+            with file_lock(trained.with_suffix(".lock")):  # parallel λ jobs train it once
+                if not trained.exists():
+                    train_task_model(cfg, dataset, pipeline, raw, train_index, fold, trained)
         task_model, normalisation, info = load_task_checkpoint(source or trained, dataset)
         ctx.tracker.log_params(run_id, {"task_model_source": str(source or trained)})
         if source is None:
@@ -289,5 +318,124 @@ def forensics_mode(ctx: Context) -> dict:
                 run_id, {"search_metric": entry["metric"], "search_l2": entry["l2"]}, step=entry["epoch"]
             )
         ctx.tracker.log_artifacts(run_id, folder, "forensics")
+        ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+    return summary
+
+
+OPTIMIZATION_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "folds", "epochs", "batch_size", "lr",
+                     "augment", "optimization"]  # fmt: skip
+
+
+def processor_factory(cfg, dataset):
+    """A function returning a fresh data model for ``mode=optimization`` (``data_model`` group)."""
+    from raw2logit.controls.optimization import PROCESSORS, NNProcessor, RawPacking
+
+    kind = cfg.data_model.kind
+    if kind not in PROCESSORS:
+        raise InputError(f"mode=optimization trains with a data model in the step; use data_model=parametrized, raw or nn "
+                         f"(got {kind}).")  # fmt: skip
+    camera = dataset.camera
+
+    def make():
+        if kind == "parametrized":
+            pipeline = data_model_pipeline(cfg, camera)
+            return pipeline.set_trainable("all" if cfg.data_model.learn else [])
+        if kind == "raw":
+            return RawPacking(camera.pattern)
+        return NNProcessor(camera.pattern, cfg.data_model.get("width", 16))
+
+    return make
+
+
+def optimization_mode(ctx: Context) -> dict:
+    """Drift optimization: data model and task model trained together (or the data model frozen)."""
+    import pandas as pd
+    import torch
+
+    from raw2logit.controls.optimization import describe_setting, mean_views_statistics, table2, train_setting
+    from raw2logit.controls.synthesis import Subset
+    from raw2logit.data.dataset import RawInputs
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.data.splits import kfold_splits
+    from raw2logit.report.figures import comparison_figure, curves_figure
+    from raw2logit.training import METRIC_NAMES
+
+    cfg, dataset = ctx.cfg, ctx.dataset
+    make_processor = processor_factory(cfg, dataset)
+    kind, learn = cfg.data_model.kind, bool(cfg.data_model.get("learn", False))
+    setting = describe_setting(kind, learn, dataset.intensity)
+    splits = kfold_splits(dataset, cfg.folds, cfg.seed)
+    fold_ids = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
+    raw = RawInputs(dataset)
+    results = (
+        Path(cfg.paths.results) / f"optimization-{cfg.dataset.name}-{fingerprint(cfg, OPTIMIZATION_KEYS)}"
+    )
+    folder = ctx.run_dir / "optimization"
+    folder.mkdir(parents=True, exist_ok=True)
+    metric = METRIC_NAMES[dataset.task]
+    run, state = resumable_run(ctx, results, f"optimization {setting}")
+    with run as run_id:
+        write_json_atomic(state, {"run_id": run_id})
+        record_run(ctx, run_id)
+        rows, thetas = [], {}
+        for fold in fold_ids:
+            train_index, test_index = splits[fold]
+            done = results / f"fold{fold}.json"
+            if done.exists():
+                log(f"{setting} fold {fold}: done in an earlier run, skipped")
+                record = json.loads(done.read_text())
+            else:
+                log(f"{setting} fold {fold}: training on {len(train_index)} raw images")
+                normalisation = None
+                if dataset.normalisation == "auto":
+                    normalisation = mean_views_statistics(make_processor(), raw, train_index)
+                base = make_module_factory(cfg, dataset, make_processor)
+                outcome = train_setting(
+                    make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg),
+                    train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+                    test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
+                    fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
+                )  # fmt: skip
+                record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
+                processor = outcome["module"].processor
+                if hasattr(processor, "save_theta_json"):
+                    processor.save_theta_json(results / f"theta_fold{fold}.json")
+                write_json_atomic(done, record)
+                for row in record["rows"]:
+                    ctx.tracker.log_metrics(
+                        run_id, {f"val_{metric}_fold{fold}": row["metric"]}, step=row["step"]
+                    )
+            rows += record["rows"]
+            thetas[fold] = record["thetas"]
+            if (results / f"theta_fold{fold}.json").exists():
+                (folder / f"theta_fold{fold}.json").write_text(
+                    (results / f"theta_fold{fold}.json").read_text()
+                )
+
+        history = pd.DataFrame(rows, columns=["step", "setting", "fold", "metric"])
+        history.to_csv(folder / "history.csv", index=False)
+        curves_figure(history, metric, folder / "curves.png")
+        if any(thetas.values()):
+            (folder / "theta_history.json").write_text(json.dumps(thetas, indent=2))
+            first = folder / f"theta_fold{fold_ids[0]}.json"
+            (folder / "theta.json").write_text(first.read_text())
+            # Sample views: the data model at θ_stat (frozen) against the learned one.
+            learned = data_model_pipeline(cfg, dataset.camera)
+            learned.load_theta(json.loads(first.read_text())["theta"])
+            sample = raw[splits[fold_ids[0]][1][:3]]
+            with torch.no_grad():
+                frozen_views = data_model_pipeline(cfg, dataset.camera)(sample).numpy()
+                learned_views = learned(sample).numpy()
+            comparison_figure([(dataset.names[i], a, b) for i, a, b in zip(splits[fold_ids[0]][1][:3], frozen_views, learned_views)],
+                              ("frozen Φ(x, θ_stat)", "learned Φ(x, θ)"), folder / "samples.png")  # fmt: skip
+        stats = table2(history)
+        summary = {"mode": "optimization", "metric": metric, "setting": setting, "data_model": kind, "learn": learn,
+                   "intensity": dataset.intensity, "folds": fold_ids, "table2": stats}  # fmt: skip
+        (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        entry = stats[setting]
+        log(f"\n{setting}: validation {metric} over steps and folds {entry['mean']:.3f} ± {entry['std']:.3f} "
+            f"(final {entry['final_mean']:.3f} ± {entry['final_std']:.3f}); artifacts in {folder}")  # fmt: skip
+        ctx.tracker.log_metrics(run_id, {"table2_mean": entry["mean"], "table2_std": entry["std"]})
+        ctx.tracker.log_artifacts(run_id, folder, "optimization")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
     return summary

@@ -243,8 +243,18 @@ def read_pairs(folder: str | Path, on_bad_file: str = "raise") -> CalibrationPai
         warnings.warn(f"Skipping {file_name}: {message}", stacklevel=3)
         skipped.append(file_name)
 
-    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name)
-    raws = {p.stem: p for p in files if p.suffix.lower() == DNG_SUFFIX}
+    # Hidden files (e.g. macOS "._IMG_0001.JPG" resource forks) are not images of the device.
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name
+    )
+    raws: dict[str, Path] = {}
+    for path in files:
+        if path.suffix.lower() != DNG_SUFFIX:
+            continue
+        if path.stem in raws:
+            reject(path.name, f"{path} has the same stem as {raws[path.stem].name}; expected unique stems.")
+            continue
+        raws[path.stem] = path
     processed: dict[str, list[Path]] = {}
     for path in files:
         if path.suffix.lower() in PROCESSED_SUFFIXES:
@@ -330,7 +340,7 @@ def read_pairs(folder: str | Path, on_bad_file: str = "raise") -> CalibrationPai
 
 
 def _as_raw_tensor(raw, what: str = "raw") -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+    tensor = raw if isinstance(raw, torch.Tensor) else torch.tensor(np.asarray(raw))
     if tensor.ndim == 2:
         tensor = tensor[None]
     if not tensor.is_floating_point():
@@ -421,31 +431,46 @@ def _interior(image: np.ndarray, margin: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _views(pipeline: ParametrizedPipeline, raw: torch.Tensor) -> np.ndarray:
-    """(N, H, W, 3) float64 views, one image at a time (bounded memory for large raws)."""
-    return np.stack(
-        [
-            pipeline(raw[i : i + 1])[0].clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
-            for i in range(len(raw))
-        ]
-    )
+def _view(pipeline: ParametrizedPipeline, raw: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) float64 view of one (H, W) mosaic."""
+    return pipeline(raw[None])[0].clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
 
 
-def image_metrics(views: np.ndarray, targets: np.ndarray, margin: int = 0) -> tuple[float, float]:
-    """PSNR (dB, peak 1, pooled over all images) and mean ΔE (CIEDE2000) of sRGB images (N, H, W, 3)."""
+def _image_errors(view: np.ndarray, target: np.ndarray, margin: int) -> tuple[float, float]:
+    """(mean squared error, mean ΔE CIEDE2000) of one sRGB image pair (H, W, 3), border left out."""
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    squared, delta_e = [], []
-    for view, target in zip(views, targets):
-        view, target = (
-            _interior(np.asarray(view, np.float64), margin),
-            _interior(np.asarray(target, np.float64), margin),
-        )
-        squared.append(np.mean((view - target) ** 2))
-        delta_e.append(np.mean(deltaE_ciede2000(rgb2lab(target), rgb2lab(view))))
-    mse = float(np.mean(squared))
-    psnr = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
-    return psnr, float(np.mean(delta_e))
+    view = _interior(np.asarray(view, np.float64), margin)
+    target = _interior(np.asarray(target, np.float64), margin)
+    delta_e = deltaE_ciede2000(rgb2lab(target), rgb2lab(view))
+    return float(np.mean((view - target) ** 2)), float(np.mean(delta_e))
+
+
+def _psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+
+
+def image_metrics(views, targets, margin: int = 0) -> tuple[float, float]:
+    """PSNR (dB, peak 1, of the squared error pooled over all images) and mean ΔE (CIEDE2000).
+
+    Args:
+        views, targets: (N, H, W, 3) sRGB-encoded images in [0, 1].
+        margin: border width (pixels) left out.
+    """
+    errors = [_image_errors(view, target, margin) for view, target in zip(views, targets)]
+    return _psnr(float(np.mean([e[0] for e in errors]))), float(np.mean([e[1] for e in errors]))
+
+
+def _evaluate(pipeline, raw: torch.Tensor, targets: np.ndarray, margin: int, keep: int = 0):
+    """``image_metrics`` of the pipeline's views, one image at a time (bounded memory for large
+    raws); also returns the first ``keep`` views."""
+    errors, kept = [], []
+    for index, target in enumerate(targets):
+        view = _view(pipeline, raw[index])
+        errors.append(_image_errors(view, target, margin))
+        if index < keep:
+            kept.append(view)
+    return _psnr(float(np.mean([e[0] for e in errors]))), float(np.mean([e[1] for e in errors])), kept
 
 
 def _crop_batch(raw, target, valid, patch_size, generator):
@@ -471,6 +496,8 @@ def _optimise(
     generator: torch.Generator,
 ) -> None:
     """Adam on ``groups`` of θ with cosine-decaying learning rates, all training pairs per step."""
+    if steps == 0 or not groups:
+        return
     pipeline.set_trainable(groups)
     optimiser = torch.optim.Adam([{"params": [getattr(pipeline, g)], "lr": lr * GROUP_LR[g]} for g in groups])
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -496,7 +523,7 @@ def _train_loss(pipeline, raw, target, valid) -> float:
         float(calibration_loss(pipeline(raw[i : i + 1]), target[i : i + 1], valid[i : i + 1]))
         for i in range(len(raw))
     ]
-    weights = valid.flatten(1).sum(1).double().numpy()
+    weights = valid.flatten(1).sum(1).double().cpu().numpy()
     return float(np.average(losses, weights=weights)) if weights.sum() else math.nan
 
 
@@ -718,7 +745,7 @@ def fit(
     if not 0 <= holdout < 1:
         raise InputError(f"holdout must lie in [0, 1); got {holdout}.")
     raw = _as_raw_tensor(pairs_raw, "pairs_raw").float()
-    rgb = torch.as_tensor(np.asarray(pairs_rgb) if not isinstance(pairs_rgb, torch.Tensor) else pairs_rgb)
+    rgb = pairs_rgb if isinstance(pairs_rgb, torch.Tensor) else torch.tensor(np.asarray(pairs_rgb))
     if rgb.ndim == 3:
         rgb = rgb[None]
     count, height, width = raw.shape
@@ -727,7 +754,7 @@ def fit(
             f"pairs_rgb must have shape (N, H, W, 3) = {(count, height, width, 3)} to match pairs_raw; "
             f"got {tuple(rgb.shape)}."
         )
-    rgb = rgb.float()
+    rgb = rgb.detach().float().cpu()
     if not torch.isfinite(rgb).all() or rgb.min() < 0 or rgb.max() > 1:
         raise InputError("pairs_rgb must hold finite values in [0, 1] (divide 8-bit images by 255).")
     if not 0 <= margin < min(height, width) // 2 - 1:
@@ -748,16 +775,18 @@ def fit(
     raw, target = raw.to(device), rgb.permute(0, 3, 1, 2).contiguous().to(device)
     train_raw, train_target = raw[train], target[train]
     train_valid = _valid_mask(train_target, margin)
-    eval_raw, eval_target = raw[evaluate], rgb[evaluate].double().numpy()
+    eval_raw, eval_target = raw[evaluate], rgb[evaluate].numpy()
     generator = torch.Generator().manual_seed(seed)
 
     def metrics(pipeline: ParametrizedPipeline) -> tuple[float, float]:
-        return image_metrics(_views(pipeline, eval_raw), eval_target, margin)
+        return _evaluate(pipeline, eval_raw, eval_target, margin)[:2]
 
     say(
         f"calibration: {len(train)} training and {len(held)} held-out pair(s) of {height}x{width}, "
         f"{len(variants)} candidate variant(s), tone curve {tone_curve}"
     )
+    if patch_size is None and len(train) * height * width > 4_000_000:
+        say("calibration: the training pairs are large; pass patch_size (e.g. 256) to fit on random crops")
     table: dict[str, dict[str, float]] = {}
     fitted: dict[str, ParametrizedPipeline] = {}
     for variant in variants:
@@ -820,14 +849,13 @@ def fit(
         device
     )
     train_loss = _train_loss(pipeline, train_raw, train_target, train_valid)
-    views = _views(pipeline, eval_raw)
-    psnr, delta_e = image_metrics(views, eval_target, margin)
+    psnr, delta_e, views = _evaluate(pipeline, eval_raw, eval_target, margin, keep=3)
     say(
         f"calibration: {best} fitted: train loss {train_loss:.3f}, {evaluated_on} PSNR {psnr:.2f} dB "
         f"(initial camera {initial_psnr:.2f} dB), ΔE {delta_e:.2f} (initial {initial_delta_e:.2f}) "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    examples = [(names[i], eval_target[k], views[k]) for k, i in enumerate(evaluate[:3])]
+    examples = [(names[i], eval_target[k].astype(np.float64), views[k]) for k, i in enumerate(evaluate[:3])]
     return CalibrationResult(
         variant=best,
         pipeline=pipeline,

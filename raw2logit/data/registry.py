@@ -1,14 +1,18 @@
 """Dataset builders named by the ``dataset`` config group (each config's ``_target_``).
 
-Each returns a ``RawDataset``; the simulated ones generate their data first (once, cached).
+Each returns a ``RawDataset``; the simulated ones generate their data first (once, cached). A file
+lock beside the data serialises generation and tiling when parallel jobs start together.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from raw2logit.data.dataset import RawDataset
 from raw2logit.data.drone import load_drone
 from raw2logit.data.microscopy import load_microscopy
 from raw2logit.data.simulator import simulate_drone, simulate_microscopy
+from raw2logit.locks import file_lock
 
 
 def _with(dataset: RawDataset, name: str, normalisation) -> RawDataset:
@@ -17,21 +21,26 @@ def _with(dataset: RawDataset, name: str, normalisation) -> RawDataset:
     return dataset
 
 
+def _lock(root) -> file_lock:
+    return file_lock(Path(root).expanduser() / ".raw2logit.lock")
+
+
 def sim_microscopy(root, intensity=1.0, num_images=240, size=64, seed=0, pattern="RGGB", on_bad_file="raise",
                    name="sim_microscopy", normalisation=None) -> RawDataset:  # fmt: skip
     """Simulated leukocyte classification (see ``simulator.simulate_microscopy``)."""
-    simulate_microscopy(
-        root, num_images=num_images, size=size, intensities=(intensity,), seed=seed, pattern=pattern
-    )
-    return _with(load_microscopy(root, intensity, on_bad_file), name, normalisation)
+    with _lock(root):
+        simulate_microscopy(root, num_images=num_images, size=size, intensities=(intensity,), seed=seed,
+                            pattern=pattern)  # fmt: skip
+        return _with(load_microscopy(root, intensity, on_bad_file), name, normalisation)
 
 
 def sim_drone(root, intensity=1.0, num_images=6, height=256, width=384, car_length_px=16.0, tile_size=64, seed=0,
               pattern="RGGB", on_bad_file="raise", name="sim_drone", normalisation=None) -> RawDataset:  # fmt: skip
     """Simulated car segmentation from tiled aerial captures (see ``simulator.simulate_drone``)."""
-    simulate_drone(root, num_captures=num_images, height=height, width=width, car_length_px=car_length_px,
-                   intensities=(intensity,), seed=seed, pattern=pattern)  # fmt: skip
-    return _with(load_drone(root, intensity, tile_size, on_bad_file), name, normalisation)
+    with _lock(root):
+        simulate_drone(root, num_captures=num_images, height=height, width=width, car_length_px=car_length_px,
+                       intensities=(intensity,), seed=seed, pattern=pattern)  # fmt: skip
+        return _with(load_drone(root, intensity, tile_size, on_bad_file), name, normalisation)
 
 
 def microscopy(root, intensity=1.0, on_bad_file="raise", name="microscopy", normalisation=None) -> RawDataset:
@@ -43,7 +52,8 @@ def drone(
     root, intensity=1.0, tile_size=256, on_bad_file="raise", name="drone", normalisation=None
 ) -> RawDataset:
     """Raw-Drone from a local copy (``make data``), tiled once and cached beside the data."""
-    return _with(load_drone(root, intensity, tile_size, on_bad_file), name, normalisation)
+    with _lock(root):
+        return _with(load_drone(root, intensity, tile_size, on_bad_file), name, normalisation)
 
 
 def dng_folder(root, labels_csv=None, masks_dir=None, on_bad_file="raise", name="dng_folder",

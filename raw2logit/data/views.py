@@ -75,7 +75,14 @@ class ViewCache:
 
     def ensure(self, names) -> None:
         """Compute the views of every pipeline in ``names`` that is not cached yet (in one pass)."""
-        missing = [n for n in resolve_pipeline_names(names) if not self.path(n).exists()]
+        from raw2logit.locks import file_lock
+
+        if all(self.path(n).exists() for n in resolve_pipeline_names(names)):
+            return
+        with file_lock(self.folder.parent / f".{self.folder.name}.lock"):  # parallel jobs compute once
+            self._compute([n for n in resolve_pipeline_names(names) if not self.path(n).exists()])
+
+    def _compute(self, missing: list[str]) -> None:
         if not missing:
             return
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ MAX_PNG_BYTES = 20 * 1024 * 1024
 ARTIFACT_FOLDERS = ("synthesis", "forensics", "optimization", "calibration")
 # The page may load nothing: images are data: URIs, styles are inline, there is no script.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+JSON_KINDS = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}  # fmt: skip
 SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 CSS = """
@@ -207,10 +209,14 @@ class _Artifacts:
             self.note(path, error)
             return None
 
-    def json(self, relative: str, expect: type = dict):
+    def json(self, relative: str, expect: type | tuple[type, ...] = dict):
+        kinds = expect if isinstance(expect, tuple) else (expect,)
+
         def check(value):
-            if not isinstance(value, expect):
-                raise ValueError(f"expected a JSON {expect.__name__}, got {type(value).__name__}")
+            if not isinstance(value, kinds):
+                expected = " or ".join(JSON_KINDS.get(k, k.__name__) for k in kinds)
+                found = JSON_KINDS.get(type(value), type(value).__name__)
+                raise ValueError(f"expected a JSON {expected}, got {found}")
 
         return self.load(relative, lambda p: json.loads(p.read_text(encoding="utf-8")), check)
 
@@ -271,10 +277,12 @@ def _frame_table(frame: pd.DataFrame, table: str, index_name: str | None = None,
         f"<th>{_esc(c)}</th>" for c in frame.columns
     )
     rows = []
-    for label, record in frame.iterrows():
+    # Column by column (not iterrows, which turns an int column of a mixed row into floats).
+    columns = {column: frame[column].tolist() for column in frame.columns}
+    for number, label in enumerate(frame.index):
         cells = f'<th class="row">{_esc(label)}</th>' if show_index else ""
-        for column, value in record.items():
-            value = value.item() if isinstance(value, np.generic) else value
+        for column, values in columns.items():
+            value = values[number]
             cells += _number_cell(value, digits, data_table=table, data_row=label, data_col=column)
         rows.append(f"<tr>{cells}</tr>")
     return (
@@ -421,38 +429,57 @@ def _svg_chart(
 
 
 # -- θ (data model parameters) ------------------------------------------------------------------
+def _numeric(value: object) -> np.ndarray | None:
+    """``value`` as a float array, or None if it is not numbers (e.g. θ's ``pattern``)."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
 def _array_text(value: object) -> str:
-    array = np.asarray(value, dtype=float)
+    if value is None:
+        return "–"
+    array = _numeric(value)
+    if array is None:
+        return str(value)
     return np.array2string(array, precision=4, suppress_small=True, max_line_width=72)
 
 
+def _shape(value: object) -> str:
+    array = _numeric(value)
+    return "–" if array is None else str(array.shape)
+
+
 def _theta_table(before: Mapping | None, after: Mapping | None, table: str) -> str:
-    """θ group by group: shape, values before and after, and the largest change."""
-    groups = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    """θ group by group: shape, values before and after, and the largest change (``before`` None: θ alone)."""
+    if not isinstance(after, Mapping) or (before is not None and not isinstance(before, Mapping)):
+        return ""
+    groups = list(dict.fromkeys([*(before or {}), *after]))
     rows = []
     for group in groups:
-        old = (before or {}).get(group)
-        new = (after or {}).get(group)
-        shape = np.shape(np.asarray(new if new is not None else old, dtype=float))
-        change = ""
-        if old is not None and new is not None and np.shape(old) == np.shape(new):
-            delta = float(
-                np.max(np.abs(np.asarray(new, dtype=float) - np.asarray(old, dtype=float)), initial=0.0)
-            )
-            change = _number_cell(delta, data_table=table, data_row=group, data_col="max_abs_change")
-        else:
+        new = after.get(group)
+        cells = f'<th class="row">{_esc(group)}</th><td class="text">{_esc(_shape(new))}</td>'
+        if before is not None:
+            old = before.get(group)
+            old_array, new_array = _numeric(old), _numeric(new)
             change = "<td></td>"
-        rows.append(
-            f'<tr><th class="row">{_esc(group)}</th><td class="text">{_esc(shape)}</td>'
-            f"<td><pre>{_esc(_array_text(old)) if old is not None else '–'}</pre></td>"
-            f"<td><pre>{_esc(_array_text(new)) if new is not None else '–'}</pre></td>{change}</tr>"
-        )
+            if old_array is not None and new_array is not None and old_array.shape == new_array.shape:
+                delta = float(np.max(np.abs(new_array - old_array), initial=0.0))
+                change = _number_cell(delta, data_table=table, data_row=group, data_col="max_abs_change")
+            cells += f"<td><pre>{_esc(_array_text(old))}</pre></td><td><pre>{_esc(_array_text(new))}</pre></td>{change}"
+        else:
+            cells += f"<td><pre>{_esc(_array_text(new))}</pre></td>"
+        rows.append(f"<tr>{cells}</tr>")
     if not rows:
         return ""
-    head = "<tr><th>group</th><th>shape</th><th>θ before</th><th>θ after</th><th>max |Δ|</th></tr>"
-    if before is None:
-        head = "<tr><th>group</th><th>shape</th><th>–</th><th>θ</th><th></th></tr>"
-    return f'<div class="scroll"><table{_attributes(data_table=table)}><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
+    head = "<th>group</th><th>shape</th>" + (
+        "<th>θ before</th><th>θ after</th><th>max |Δ|</th>" if before is not None else "<th>θ</th>"
+    )
+    return (
+        f'<div class="scroll"><table{_attributes(data_table=table)}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 # -- generic JSON ------------------------------------------------------------------------------
@@ -532,8 +559,9 @@ def _summary_section(summary: Mapping, artifacts: _Artifacts) -> str:
         ]
         parts.append(_kv_table(values, "summary", keys))
     flat = _flatten(summary)
+    # Open where the mode has no drift table above to summarise it.
     parts.append(
-        f"<details{' open' if not parts else ''}><summary>All values of summary.json</summary>"
+        f"<details{'' if rows else ' open'}><summary>All values of summary.json</summary>"
         f"{_kv_table(flat, 'summary-json')}</details>"
     )
     return _section("summary", "Summary", "".join(parts))
@@ -595,19 +623,25 @@ def _forensics_section(artifacts: _Artifacts) -> str:
         before, after = result.get("metric_before"), result.get("metric_after")
         change = after - before if _is_number(before) and _is_number(after) else None
         metric = result.get("metric", "metric")
+        target = result.get("target")
+        if isinstance(result.get("groups"), list) and result["groups"] != [target]:
+            target = f"{target} ({', '.join(map(str, result['groups']))})"
         rows = [
             ("λ (weight of ‖V − Ṽ‖²)", result.get("lambda"), "lambda"),
-            ("target θ group(s)", result.get("target"), "target"),
+            ("target θ group(s)", target, "target"),
             ("regularizer", result.get("regularizer"), "regularizer"),
             ("metric", metric, "metric"),
-            (f"{metric} before", before, "metric_before"),
-            (f"{metric} after", after, "metric_after"),
+            (f"{metric} before (θ_stat)", before, "metric_before"),
+            (f"{metric} after (θ~)", after, "metric_after"),
             (f"{metric} change", change, "metric_change"),
-            ("ℓ2 distance ‖V − Ṽ‖", result.get("l2"), "l2"),
+            ("ℓ2 distance of the views, ‖V − Ṽ‖", result.get("l2"), "l2"),
+            ("ℓ2 per pixel", result.get("l2_per_pixel"), "l2_per_pixel"),
+            ("epochs", result.get("epochs"), "epochs"),
+            ("plausible projection", result.get("plausible_projection"), "plausible_projection"),
         ]
         rows = [r for r in rows if r[1] is not None]
         parts.append(
-            "<h3>Adversarial search over the data model</h3>"
+            "<h3>Adversarial search over the data model (Eq. 9)</h3>"
             + _kv_table([(label, value) for label, value, _ in rows], "forensics", [key for *_, key in rows])
         )
         history = result.get("history")
@@ -621,53 +655,147 @@ def _forensics_section(artifacts: _Artifacts) -> str:
                 for column in ("metric", "l2", "loss")
                 if column in frame
             ]
-            parts.append('<h3>Forensic curves</h3><div class="charts">' + "".join(charts) + "</div>")
+            parts.append(
+                '<h3>Forensic curves (held-out, after each epoch of the search)</h3><div class="charts">'
+                + "".join(charts)
+                + "</div>"
+            )
         theta = _theta_table(result.get("theta_before"), result.get("theta_after"), "forensics-theta")
         if theta:
             parts.append("<h3>θ before and after the search</h3>" + theta)
-    parts.append(artifacts.image("forensics/samples.png", "forensics/samples.png: views before and after"))
-    signature = artifacts.load(
-        "forensics/signature.json", lambda p: json.loads(p.read_text(encoding="utf-8"))
+    parts.append(
+        artifacts.image("forensics/samples.png", "forensics/samples.png: default and adversarial views")
     )
+    signature = artifacts.json("forensics/signature.json", expect=(dict, list))
     if signature is not None:
-        parts.append("<h3>Forensic signature over the sweep</h3>" + _json_view(signature, "signature"))
+        parts.append("<h3>Forensic signature of the sweep</h3>" + _signature_view(signature))
     markdown = artifacts.text("forensics/signature.md")
     if markdown:
-        parts.append("<h3>signature.md</h3>" + _pre(markdown))
+        parts.append("<details><summary>signature.md</summary>" + _pre(markdown) + "</details>")
     parts.append(artifacts.image("forensics/signature.png"))
     body = "".join(p for p in parts if p)
     return _section("forensics", "Drift forensics", body) if body else ""
 
 
+def _signature_view(signature: object) -> str:
+    """``assemble_signature``'s document: sensitivity ranking, curves over λ, limitations of use."""
+    if not isinstance(signature, Mapping) or not isinstance(signature.get("targets"), Mapping):
+        return _json_view(signature, "signature")
+    metric = signature.get("metric", "metric")
+    parts = []
+    sensitivity = signature.get("sensitivity") or {}
+    ranking = signature.get("ranking") or sorted(sensitivity, key=lambda t: -sensitivity[t])
+    if ranking:
+        rows = "".join(
+            f'<tr><td class="num">{rank}</td><th class="row">{_esc(target)}</th>'
+            f"{_number_cell(sensitivity.get(target), data_table='signature-sensitivity', data_row=target)}</tr>"
+            for rank, target in enumerate(ranking, start=1)
+        )
+        parts.append(
+            f"<h3>Sensitivity: {_esc(metric)} drop per unit ℓ2 (higher is more dangerous)</h3>"
+            '<table data-table="signature-sensitivity"><thead><tr><th>rank</th><th class="row">θ group</th>'
+            f"<th>drop per unit ℓ2</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    records = [
+        {"target": target, **run}
+        for target, runs in signature["targets"].items()
+        if isinstance(runs, list)
+        for run in runs
+        if isinstance(run, Mapping)
+    ]
+    if records:
+        frame = pd.DataFrame(records)
+        frame.index = [f"{r['target']} λ={_fmt(r.get('lambda'), 4)}" for r in records]
+        parts.append(
+            f"<h3>{_esc(metric)} and ℓ2 against λ</h3>"
+            + _frame_table(frame.drop(columns="target"), "signature-curves", "run")
+        )
+        charts = []
+        for column, label in (("metric_after", f"{metric} after"), ("l2", "ℓ2")):
+            if column not in frame or "lambda" not in frame:
+                continue
+            series = {}
+            for target, runs in frame.groupby("target", sort=False):
+                lam = pd.to_numeric(runs["lambda"], errors="coerce").to_numpy(float)
+                keep = lam > 0
+                series[str(target)] = (
+                    np.log10(lam[keep]),
+                    pd.to_numeric(runs[column], errors="coerce")[keep],
+                )
+            charts.append(_svg_chart(series, f"{label} against λ", "log10 λ", label))
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    limits = signature.get("limitations_of_use")
+    if isinstance(limits, Mapping) and limits:
+        rows = []
+        for target, limit in limits.items():
+            if not isinstance(limit, Mapping):
+                continue
+            rows.append(
+                f'<tr><th class="row">{_esc(target)}</th>'
+                + "".join(
+                    f"<td><pre>{_esc(_array_text(limit.get(key)))}</pre></td>"
+                    for key in ("theta_stat", "safe_min", "safe_max")
+                )
+                + "".join(
+                    _number_cell(limit.get(key), data_table="signature-limits", data_row=target, data_col=key)
+                    for key in (
+                        "largest_safe_change",
+                        "smallest_unsafe_change",
+                        "worst_metric",
+                        "clean_metric",
+                    )
+                )
+                + "</tr>"
+            )
+        tolerance = signature.get("tolerance")
+        parts.append(
+            f"<h3>Limitations of use: ranges within which {_esc(metric)} stayed within "
+            f"{_esc(_fmt(tolerance))} of the clean value</h3>"
+            '<div class="scroll"><table data-table="signature-limits"><thead><tr><th class="row">θ group</th>'
+            "<th>θ_stat</th><th>safe min</th><th>safe max</th><th>largest safe change</th>"
+            f"<th>smallest unsafe change</th><th>worst {_esc(metric)}</th><th>clean {_esc(metric)}</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    return "".join(parts)
+
+
 def _optimization_section(artifacts: _Artifacts, summary: Mapping) -> str:
     parts = []
-    settings = summary.get("settings")
+    # ``table2`` as the optimization mode writes it; ``settings`` as an older summary did.
+    settings = summary.get("table2", summary.get("settings"))
     metric = summary.get("metric", "metric")
     if isinstance(settings, Mapping) and settings:
-        means = {
-            name: s.get("mean")
-            for name, s in settings.items()
-            if isinstance(s, Mapping) and _is_number(s.get("mean"))
-        }
+        settings = {k: v if isinstance(v, Mapping) else {"mean": v} for k, v in settings.items()}
+        means = {name: s["mean"] for name, s in settings.items() if _is_number(s.get("mean"))}
         best = max(means, key=means.get) if means else None
+        has_final = any("final_mean" in s for s in settings.values())
         rows = []
         for name, values in settings.items():
-            values = values if isinstance(values, Mapping) else {"mean": values}
-            mean, std = values.get("mean"), values.get("std")
-            text = _fmt(mean) + (f" ± {_fmt(std)}" if _is_number(std) else "")
-            if name == best:
-                text = "★ " + text
-            attributes = _attributes(
-                class_="num best" if name == best else "num",
-                data_table="optimization-summary",
-                data_row=name,
-                data_value=_number_attribute(mean) if _is_number(mean) else None,
-                data_std=_number_attribute(std) if _is_number(std) else None,
+            cells = []
+            for key, spread in (("mean", "std"), *((("final_mean", "final_std"),) if has_final else ())):
+                mean, std = values.get(key), values.get(spread)
+                text = _fmt(mean) + (f" ± {_fmt(std)}" if _is_number(std) else "")
+                if name == best and key == "mean":
+                    text = "★ " + text
+                attributes = _attributes(
+                    class_="num best" if name == best and key == "mean" else "num",
+                    data_table="optimization-summary",
+                    data_row=name,
+                    data_col=key,
+                    data_value=_number_attribute(mean) if _is_number(mean) else None,
+                    data_std=_number_attribute(std) if _is_number(std) else None,
+                )
+                cells.append(f"<td{attributes}>{_esc(text)}</td>")
+            extra = "".join(
+                f'<td class="num">{_esc(_fmt(values.get(k)))}</td>' for k in ("folds", "points") if has_final
             )
-            rows.append(f'<tr><th class="row">{_esc(name)}</th><td{attributes}>{_esc(text)}</td></tr>')
+            rows.append(f'<tr><th class="row">{_esc(name)}</th>{"".join(cells)}{extra}</tr>')
+        head = f"<th>{_esc(metric)} over steps and folds</th>"
+        if has_final:
+            head += f"<th>final {_esc(metric)} over folds</th><th>folds</th><th>points</th>"
         parts.append(
-            f"<h3>Table 2: {_esc(metric)} per setting (mean ± std over folds)</h3>"
-            f'<table data-table="optimization-summary"><thead><tr><th class="row">setting</th><th>{_esc(metric)}</th>'
+            f"<h3>Table 2: validation {_esc(metric)} per setting (mean ± std)</h3>"
+            f'<table data-table="optimization-summary"><thead><tr><th class="row">setting</th>{head}'
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
     history = artifacts.csv("optimization/history.csv", index=False, required=("step", "setting", "metric"))
@@ -685,27 +813,65 @@ def _optimization_section(artifacts: _Artifacts, summary: Mapping) -> str:
     parts.append(artifacts.image("optimization/curves.png"))
     theta = artifacts.json("optimization/theta.json")
     if theta is not None:
-        groups = theta.get("theta", theta)
-        table = _theta_table(None, groups, "optimization-theta") if isinstance(groups, Mapping) else ""
+        table = _theta_table(None, theta.get("theta", theta), "optimization-theta")
         if table:
-            parts.append("<h3>Learned θ</h3>" + table)
-    comparison = artifacts.csv("optimization/comparison.csv", index=False)
+            parts.append("<h3>Learned θ (first fold)</h3>" + table)
+    comparison = artifacts.csv("optimization/comparison.csv")
     if comparison is not None:
         parts.append("<h3>Comparison over the sweep</h3>" + _frame_table(comparison, "comparison"))
     parts.append(artifacts.image("optimization/comparison.png"))
-    parts.append(artifacts.image("optimization/samples.png"))
+    parts.append(
+        artifacts.image("optimization/samples.png", "optimization/samples.png: frozen and learned views")
+    )
     body = "".join(p for p in parts if p)
     return _section("optimization", "Drift optimization", body) if body else ""
 
 
 def _calibration_section(artifacts: _Artifacts) -> str:
     parts = []
-    fit = artifacts.load("calibration/fit.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    fit = artifacts.json("calibration/fit.json")
     if fit is not None:
-        parts.append("<h3>Fit</h3>" + _json_view(fit, "calibration-fit"))
-    variants = artifacts.csv("calibration/variants.csv", index=False)
+        rows = [(key, fit[key]) for key in ("variant", "tone_curve") if key in fit]
+        metrics = fit.get("metrics")
+        if isinstance(metrics, Mapping):
+            rows += [(key, value) for key, value in metrics.items() if not isinstance(value, (Mapping, list))]
+        for key in ("train_pairs", "heldout_pairs"):
+            if isinstance(fit.get(key), list):
+                rows.append((f"{key} (count)", len(fit[key])))
+        known = {"variant", "tone_curve", "metrics", "train_pairs", "heldout_pairs", "theta", "camera",
+                 "initial_camera", "variants", "settings", "effective_colour_matrix"}  # fmt: skip
+        rows += [(k, v) for k, v in fit.items() if k not in known and not isinstance(v, (Mapping, list))]
+        parts.append("<h3>Fit</h3>" + _kv_table(rows, "calibration-fit"))
+        camera, initial = fit.get("camera"), fit.get("initial_camera")
+        if isinstance(camera, Mapping):
+            keys = [k for k in camera if k != "name"]
+            body = "".join(
+                f'<tr><th class="row">{_esc(k)}</th>'
+                f"<td><pre>{_esc(_array_text(initial.get(k)) if isinstance(initial, Mapping) else '–')}</pre></td>"
+                f"<td><pre>{_esc(_array_text(camera.get(k)))}</pre></td></tr>"
+                for k in keys
+            )
+            parts.append(
+                "<h3>Camera parameters</h3>"
+                '<table data-table="calibration-camera"><thead><tr><th class="row">parameter</th><th>initial</th>'
+                f"<th>fitted</th></tr></thead><tbody>{body}</tbody></table>"
+            )
+        theta = _theta_table(None, fit.get("theta"), "calibration-theta")
+        if theta:
+            parts.append("<h3>Fitted θ</h3>" + theta)
+        if "effective_colour_matrix" in fit:
+            parts.append(
+                "<h3>Effective colour matrix</h3>" + _pre(_array_text(fit["effective_colour_matrix"]))
+            )
+        if isinstance(fit.get("settings"), Mapping):
+            parts.append(
+                "<details><summary>Fit settings</summary>"
+                + _kv_table(_flatten(fit["settings"]), "calibration-settings")
+                + "</details>"
+            )
+    variants = artifacts.csv("calibration/variants.csv")
     if variants is not None:
-        parts.append("<h3>Variants</h3>" + _frame_table(variants, "calibration-variants"))
+        parts.append("<h3>Pipeline variants</h3>" + _frame_table(variants, "calibration-variants"))
     parts.append(artifacts.image("calibration/residuals.png"))
     body = "".join(p for p in parts if p)
     return _section("calibration", "Calibration", body) if body else ""

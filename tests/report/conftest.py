@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -45,7 +46,12 @@ def write_provenance(directory: Path, mode: str) -> None:
     run = {
         "seed": 7,
         "config": {"mode": mode, "seed": 7, "folds": FOLDS},
-        "packages": {"raw2logit": "0.1.0", "torch": torch.__version__, "numpy": np.__version__, "mlflow": None},
+        "packages": {
+            "raw2logit": "0.1.0",
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "mlflow": None,
+        },
         "git_commit": "0123456789abcdef0123456789abcdef01234567-dirty",
         "python": "3.11.2",
         "platform": "Linux-6.1-x86_64",
@@ -60,7 +66,9 @@ def write_provenance(directory: Path, mode: str) -> None:
 
 def write_stage_figure(directory: Path) -> Path:
     raw = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    return save_stage_figure(StaticPipeline("bi_s_me", CameraParams.published("microscopy")), raw, directory / "stages.png")
+    return save_stage_figure(
+        StaticPipeline("bi_s_me", CameraParams.published("microscopy")), raw, directory / "stages.png"
+    )
 
 
 def write_synthesis(directory: Path, seed: int = 0) -> Path:
@@ -80,7 +88,9 @@ def write_synthesis(directory: Path, seed: int = 0) -> Path:
     for frame, name in ((matrix, "matrix"), (matrix_std, "matrix_std"), (corruptions, "corruptions"),
                         (corruptions_std, "corruptions_std")):  # fmt: skip
         frame.to_csv(folder / f"{name}.csv", index_label="train")
-    ranking = pd.DataFrame({"average": matrix.mean(axis=1), "average_corrupted": corruptions[list(CORRUPTIONS)].mean(axis=1)})
+    ranking = pd.DataFrame(
+        {"average": matrix.mean(axis=1), "average_corrupted": corruptions[list(CORRUPTIONS)].mean(axis=1)}
+    )
     ranking = ranking.sort_values("average", ascending=False)
     ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
     ranking.to_csv(folder / "ranking.csv", index_label="train")
@@ -115,90 +125,159 @@ def write_synthesis(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def forensics_result() -> dict:
-    rng = np.random.default_rng(1)
-    history = [
-        {"epoch": e, "metric": 0.92 - 0.1 * e, "l2": 0.002 * e, "loss": -0.5 - 0.3 * e + 0.001 * e} for e in range(6)
-    ]
-    theta_before = {"white_balance": [1.0, 1.2, 1.5], "gamma": [2.2], "colour_matrix": np.eye(3).tolist()}
-    theta_after = {
-        "white_balance": [1.1, 1.15, 1.7],
-        "gamma": [2.6],
-        "colour_matrix": (np.eye(3) + rng.normal(0, 0.05, (3, 3))).tolist(),
-    }
+def theta_dict(gamma: float = 2.2, gains=(1.0, 1.2, 1.5), offset: float = 0.0) -> dict:
+    """θ as ``ParametrizedPipeline.theta_dict`` writes it (a few groups, ``pattern`` included)."""
     return {
-        "lambda": 0.001,
-        "target": "all",
+        "black_level": [0.01, 0.01, 0.01, 0.01],
+        "white_balance": list(gains),
+        "colour_matrix": (np.eye(3) + offset).tolist(),
+        "gamma": gamma,
+        "pattern": "RGGB",
+    }
+
+
+def forensics_result(lam: float = 0.001, target: str = "all", drop: float = 0.505) -> dict:
+    """A ``forensics/result.json`` record as ``run_search`` returns it."""
+    before = 0.9175
+    history = [
+        {"epoch": e, "metric": before - drop * e / 5, "l2": 0.002 * e, "loss": -0.5 - 0.3 * e,
+         "theta": theta_dict(2.2 + 0.08 * e)}
+        for e in range(6)
+    ]  # fmt: skip
+    return {
+        "lambda": lam,
+        "target": target,
+        "groups": ["black_level", "white_balance", "colour_matrix", "gamma"] if target == "all" else [target],
         "regularizer": "l2",
         "metric": "accuracy",
-        "metric_before": 0.9175,
-        "metric_after": 0.4125,
+        "metric_before": before,
+        "metric_after": before - drop,
+        "metric_drop": drop,
         "l2": 0.0123,
-        "theta_before": theta_before,
-        "theta_after": theta_after,
+        "l2_per_pixel": 0.0123 / 768,
+        "theta_before": theta_dict(),
+        "theta_after": theta_dict(2.6, (1.1, 1.15, 1.7), 0.01),
+        "unchanged_groups": ["demosaic", "sharpen", "denoise"],
+        "epochs": 5,
+        "plausible_projection": False,
         "history": history,
+        "seconds": 12.5,
     }
+
+
+def signature(results: list[dict]) -> dict:
+    """``forensics/signature.json`` in ``assemble_signature``'s format."""
+    targets = {}
+    for result in results:
+        targets.setdefault(result["target"], []).append(
+            {k: result[k] for k in ("lambda", "metric_before", "metric_after", "metric_drop", "l2")}
+        )
+    limits = {
+        "gamma": {"clean_metric": 0.9175, "tolerance": 0.02, "theta_stat": 2.2, "safe_min": 1.9, "safe_max": 2.45,
+                  "largest_safe_change": 0.25, "smallest_unsafe_change": 0.4, "worst_metric": 0.41}
+    }  # fmt: skip
+    return {"metric": "accuracy", "tolerance": 0.02, "targets": targets, "sensitivity": {"gamma": 12.5},
+            "ranking": ["gamma"], "limitations_of_use": limits}  # fmt: skip
 
 
 def write_forensics(directory: Path, sweep: bool = False) -> Path:
+    """A forensics run folder; ``sweep=True`` adds the sweep's signature files."""
     folder = directory / "forensics"
     folder.mkdir(parents=True, exist_ok=True)
     result = forensics_result()
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     small_png(folder / "samples.png", "forensics samples")
-    summary = {"mode": "forensics", "metric": "accuracy", "lambda": 0.001, "target": "all",
-               "metric_before": result["metric_before"], "metric_after": result["metric_after"], "l2": result["l2"]}  # fmt: skip
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+    keys = ("lambda", "target", "regularizer", "metric", "metric_before", "metric_after", "l2")
+    summary = {"mode": "forensics", **{k: result[k] for k in keys}}
     if sweep:
-        signature = [
-            {"lambda": lam, "target": target, "metric_after": 0.4 + 0.1 * i, "l2": 0.01 * (i + 1)}
-            for i, (lam, target) in enumerate([(0.1, "all"), (0.01, "all"), (0.1, "gamma"), (0.01, "gamma")])
-        ]
-        (folder / "signature.json").write_text(json.dumps(signature, indent=2))
-        (folder / "signature.md").write_text("| λ | target |\n|---|---|\n| 0.1 | all |\n")
+        runs = [forensics_result(lam, target, drop) for lam, target, drop in
+                [(0.1, "all", 0.1), (0.01, "all", 0.3), (0.1, "gamma", 0.05), (0.01, "gamma", 0.2)]]  # fmt: skip
+        document = signature(runs)
+        (folder / "signature.json").write_text(json.dumps(document, indent=2))
+        (folder / "signature.md").write_text("# Forensic signature: limitations of use\n\n| rank | group |\n")
         small_png(folder / "signature.png", "signature")
+        summary = {"mode": "forensics", "sweep": True, "runs": len(runs), "metric": "accuracy",
+                   "ranking": document["ranking"], "sensitivity": document["sensitivity"]}  # fmt: skip
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
     write_provenance(directory, "forensics")
     write_stage_figure(directory)
     return directory
 
 
-def write_optimization(directory: Path) -> Path:
+def table2(history: pd.DataFrame) -> dict:
+    """``raw2logit.controls.optimization.table2`` (mean/std over steps and folds, and of the final step)."""
+    stats = {}
+    for setting, frame in history.groupby("setting", sort=False):
+        values = frame["metric"].to_numpy(dtype=float)
+        final = frame.sort_values("step").groupby("fold")["metric"].last().to_numpy(dtype=float)
+        stats[setting] = {"mean": float(values.mean()), "std": float(values.std()), "final_mean": float(final.mean()),
+                          "final_std": float(final.std()), "folds": int(frame["fold"].nunique()),
+                          "points": len(values)}  # fmt: skip
+    return stats
+
+
+def write_optimization(directory: Path, sweep: bool = False) -> Path:
+    """An optimization run folder (one setting), or a sweep folder comparing three settings."""
     folder = directory / "optimization"
     folder.mkdir(parents=True, exist_ok=True)
+    settings = (("frozen (I=0.01)", 0.5), ("learned (I=0.01)", 0.55), ("direct raw (I=0.01)", 0.42))
+    settings = settings if sweep else settings[1:2]
     rows = [
-        {"step": step, "setting": setting, "fold": fold, "metric": 0.5 + 0.05 * step + (0.05 if setting == "learned" else 0) + 0.01 * fold}  # fmt: skip
-        for setting in ("frozen", "learned", "raw")
+        {"step": step, "setting": setting, "fold": fold, "metric": start + 0.006 * step + 0.01 * fold}
+        for setting, start in settings
         for fold in range(FOLDS)
         for step in range(0, 50, 10)
     ]
-    pd.DataFrame(rows).to_csv(folder / "history.csv", index=False)
-    small_png(folder / "curves.png", "curves")
-    small_png(folder / "samples.png", "samples")
-    theta = {"theta": {"gamma": [2.31], "white_balance": [1.0, 1.1, 1.3]}, "camera": {"pattern": "RGGB"}}
-    (folder / "theta.json").write_text(json.dumps(theta))
-    summary = {
-        "mode": "optimization",
-        "metric": "accuracy",
-        "settings": {
-            "frozen": {"mean": 0.7712, "std": 0.0123},
-            "learned": {"mean": 0.8234, "std": 0.0101},
-            "raw": {"mean": 0.6543, "std": 0.0321},
-        },
-    }
+    history = pd.DataFrame(rows, columns=["step", "setting", "fold", "metric"])
+    history.to_csv(folder / "history.csv", index=False)
+    stats = table2(history)
+    summary = {"mode": "optimization", "metric": "accuracy", "table2": stats}
+    if sweep:
+        summary["sweep"] = True
+        pd.DataFrame(stats).T.to_csv(folder / "comparison.csv", index_label="setting")
+        small_png(folder / "comparison.png", "comparison")
+    else:
+        summary.update({"setting": settings[0][0], "data_model": "parametrized", "learn": True,
+                        "intensity": 0.01, "folds": list(range(FOLDS))})  # fmt: skip
+        small_png(folder / "curves.png", "curves")
+        small_png(folder / "samples.png", "samples")
+        theta = {"theta": theta_dict(2.31), "camera": {"pattern": "RGGB"}, "variant": "bi_s_ga"}
+        (folder / "theta.json").write_text(json.dumps(theta))
+        write_provenance(directory, "optimization")
     (directory / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_provenance(directory, "optimization")
     return directory
 
 
 def write_calibration(directory: Path) -> Path:
+    """A calibration run folder as ``CalibrationResult.write`` leaves it."""
     folder = directory / "calibration"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "fit.json").write_text(json.dumps({"white_balance": [1.0, 1.2, 1.4], "residual_rms": 0.0123}))
-    pd.DataFrame({"variant": ["bi_s_ga", "ma_s_ga"], "residual_rms": [0.0123, 0.0234]}).to_csv(
+    camera = {"name": "fitted", "pattern": "RGGB", "black_level": [0.01] * 4, "white_balance": [1.9, 1.0, 1.6],
+              "colour_matrix": np.eye(3).tolist()}  # fmt: skip
+    variants = {"bi_s_ga": {"train_loss": 0.0021, "heldout_psnr": 34.5, "heldout_delta_e": 2.1},
+                "ma_s_ga": {"train_loss": 0.0034, "heldout_psnr": 31.2, "heldout_delta_e": 3.4}}  # fmt: skip
+    fit = {
+        "variant": "bi_s_ga",
+        "tone_curve": "srgb",
+        "metrics": {"psnr": 34.5, "delta_e": 2.1, "initial_psnr": 21.0, "initial_delta_e": 9.5,
+                    "train_loss": 0.0021, "evaluated_on": "held-out"},
+        "variants": variants,
+        "theta": theta_dict(2.2, (1.9, 1.0, 1.6)),
+        "effective_colour_matrix": np.eye(3).tolist(),
+        "camera": camera,
+        "initial_camera": {**camera, "white_balance": [1.0, 1.0, 1.0]},
+        "train_pairs": ["a", "b", "c"],
+        "heldout_pairs": ["d"],
+        "settings": {"steps": 150, "lr": 0.01},
+    }  # fmt: skip
+    (folder / "fit.json").write_text(json.dumps(fit, indent=2))
+    pd.DataFrame([{"variant": k, **v, "chosen": int(k == "bi_s_ga")} for k, v in variants.items()]).to_csv(
         folder / "variants.csv", index=False
     )
     small_png(folder / "residuals.png", "residuals")
-    (directory / "summary.json").write_text(json.dumps({"mode": "calibrate", "residual_rms": 0.0123}))
+    (directory / "summary.json").write_text(
+        json.dumps({"mode": "calibrate", "variant": "bi_s_ga", "psnr": 34.5})
+    )
     return directory
 
 
@@ -212,3 +291,18 @@ def synthesis_template(tmp_path_factory) -> Path:
 def synthesis_run(synthesis_template, tmp_path) -> Path:
     """A private copy of the synthesis run folder."""
     return Path(shutil.copytree(synthesis_template, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    """The folder writers: ``artifacts.synthesis(dir)``, ``.forensics(dir, sweep=False)``,
+    ``.optimization(dir)``, ``.calibration(dir)``, ``.stage_figure(dir)``; ``.forensics_result()``
+    is the result.json that ``forensics`` writes."""
+    return SimpleNamespace(
+        synthesis=write_synthesis,
+        forensics=write_forensics,
+        optimization=write_optimization,
+        calibration=write_calibration,
+        stage_figure=write_stage_figure,
+        forensics_result=forensics_result,
+    )
