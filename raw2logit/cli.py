@@ -53,10 +53,6 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run_dir(cfg: DictConfig) -> Path:
     """The Hydra run (or multirun job) directory; the current directory outside Hydra."""
     try:
@@ -208,7 +204,9 @@ def _main(cfg: DictConfig):
 
 def main(cfg: DictConfig):
     """Entry point called by ``run.py``."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    from raw2logit.runtime import interrupted, request_interrupt
+
+    previous = {sig: signal.signal(sig, request_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _main(cfg)
     except InputError as error:
@@ -216,9 +214,12 @@ def main(cfg: DictConfig):
             raise
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as error:
+        if isinstance(error, SystemExit) and not interrupted():
+            raise
         print("interrupted: finished results are kept; run the same command again to resume.", file=sys.stderr,
               flush=True)  # fmt: skip
         sys.exit(130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -6,6 +6,8 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
+
 from raw2logit.cli import (
     Context,
     fingerprint,
@@ -62,6 +64,22 @@ def resumable_run(ctx: Context, results: Path, name: str):
     if resume and ctx.tracker.status(resume) is None:
         resume = None  # the store was tracked elsewhere (another tracking URI)
     return ctx.tracker.run(name, params=flat_params(ctx.cfg), parent=ctx.parent_run, resume=resume), state
+
+
+def finish_run(ctx: Context, run_id, pipeline=None, raw=None) -> None:
+    """The stage-by-stage figure (paper Fig. 1) and the self-contained report.html of a run."""
+    from raw2logit.report.html import write_report
+    from raw2logit.report.stages import save_stage_figure
+
+    try:
+        if pipeline is not None and raw is not None:
+            save_stage_figure(pipeline.cpu(), raw, ctx.run_dir / "stages.png", names=None)
+            ctx.tracker.log_artifact(run_id, ctx.run_dir / "stages.png")
+        report = write_report(ctx.run_dir)
+        ctx.tracker.log_artifact(run_id, report)
+        log(f"report: {report}")
+    except Exception as error:  # a figure or report must never cost the run's results
+        log(f"warning: report.html not written ({type(error).__name__}: {error})")
 
 
 def synthesis_mode(ctx: Context) -> dict:
@@ -130,6 +148,10 @@ def synthesis_mode(ctx: Context) -> dict:
                                          if v is not None})  # fmt: skip
         ctx.tracker.log_artifacts(run_id, ctx.run_dir / "synthesis", "synthesis")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+        from raw2logit.isp import StaticPipeline
+
+        sample = ctx.dataset.normalised(np.arange(min(3, len(ctx.dataset))))
+        finish_run(ctx, run_id, StaticPipeline(summary["best_train_pipeline"], ctx.dataset.camera), sample)
     return summary
 
 
@@ -319,6 +341,7 @@ def forensics_mode(ctx: Context) -> dict:
             )
         ctx.tracker.log_artifacts(run_id, folder, "forensics")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+        finish_run(ctx, run_id, pipeline, raw[test_index[:3]])
     return summary
 
 
@@ -438,4 +461,8 @@ def optimization_mode(ctx: Context) -> dict:
         ctx.tracker.log_metrics(run_id, {"table2_mean": entry["mean"], "table2_std": entry["std"]})
         ctx.tracker.log_artifacts(run_id, folder, "optimization")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+        shown = data_model_pipeline(cfg, dataset.camera) if kind == "parametrized" else None
+        if shown is not None and (folder / "theta.json").exists():
+            shown.load_theta(json.loads((folder / "theta.json").read_text())["theta"])
+        finish_run(ctx, run_id, shown, raw[splits[fold_ids[0]][1][:3]])
     return summary

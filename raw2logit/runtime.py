@@ -31,3 +31,21 @@ def keep_freed_memory() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**30)
     ok &= mallopt(_M_TOP_PAD, 64 * 2**20)
     return bool(ok)
+
+
+_interrupted = False
+
+
+def request_interrupt(signum=None, frame=None):
+    """Signal handler for SIGINT/SIGTERM: remember the interruption, then raise ``KeyboardInterrupt``.
+
+    pytorch-lightning turns a ``KeyboardInterrupt`` inside ``fit`` into ``SystemExit(1)``; the
+    flag lets the run still be recorded as KILLED (not FAILED) and exit with status 130.
+    """
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupted() -> bool:
+    return _interrupted

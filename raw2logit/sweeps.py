@@ -86,11 +86,16 @@ def assemble_sweep(config: DictConfig, sweep_dir: Path, tracker=None, run_id=Non
     elif config.mode == "optimization":
         summary = compare_optimization(sweep_dir)
     if summary is not None:
+        from raw2logit.report.html import write_report
+
         (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        report = write_report(sweep_dir, title=f"raw2logit {config.mode} sweep")
+        print(f"sweep report: {report}")
         if tracker is not None:
             for folder in ("synthesis", "forensics", "optimization"):
                 tracker.log_artifacts(run_id, sweep_dir / folder, folder)
             tracker.log_artifact(run_id, sweep_dir / "summary.json")
+            tracker.log_artifact(run_id, report)
     return summary
 
 

@@ -150,13 +150,13 @@ class Tracker:
         self, name: str, params: dict | None = None, parent: str | None = None, resume: str | None = None
     ):
         """A run that ends FINISHED, or FAILED if its block raises (KILLED on interruption)."""
+        from raw2logit.runtime import interrupted
+
         run_id = self.start(name, params, parent=parent, resume=resume)
         try:
             yield run_id
-        except KeyboardInterrupt:
-            self.end(run_id, "KILLED")
-            raise
-        except BaseException:
-            self.end(run_id, "FAILED")
+        except BaseException as error:
+            killed = isinstance(error, KeyboardInterrupt) or interrupted()
+            self.end(run_id, "KILLED" if killed else "FAILED")
             raise
         self.end(run_id, "FINISHED")
