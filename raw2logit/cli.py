@@ -188,6 +188,11 @@ def _main(cfg: DictConfig):
     log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
     if tracker.enabled:
         log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
+    if cfg.mode == "calibrate" and cfg.calibrate.pairs:
+        ctx = Context(cfg, directory, None, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
+        from raw2logit.modes import calibrate_mode
+
+        return calibrate_mode(ctx)
     dataset = build_dataset(cfg)
     log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
         f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
@@ -196,10 +201,8 @@ def _main(cfg: DictConfig):
     from raw2logit import modes
 
     handlers = {"synthesis": modes.synthesis_mode, "forensics": modes.forensics_mode,
-                "optimization": modes.optimization_mode}  # fmt: skip
-    if cfg.mode in handlers:
-        return handlers[cfg.mode](ctx)
-    raise InputError(f"mode={cfg.mode} is not available in this version.")
+                "optimization": modes.optimization_mode, "calibrate": modes.calibrate_mode}  # fmt: skip
+    return handlers[cfg.mode](ctx)
 
 
 def main(cfg: DictConfig):

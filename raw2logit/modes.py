@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,10 +25,29 @@ SYNTHESIS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "fol
                   "augment", "synthesis.test", "synthesis.severity", "synthesis.corruptions"]  # fmt: skip
 
 
-def _names(value) -> list[str]:
+def _names(value, calibrated: dict | None = None) -> list[str]:
+    """Pipeline names from a config value: ``all``, static names, and ``calibrated:/path.json`` specs.
+
+    A calibrated spec becomes the name ``calibrated:<file stem>``; ``calibrated`` collects name -> file.
+    """
     from omegaconf import OmegaConf
 
-    return resolve_pipeline_names(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+    from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    items = [value] if isinstance(value, str) else list(value)
+    names = []
+    for item in items:
+        if isinstance(item, str) and item.startswith(CALIBRATED_PREFIX):
+            load_calibrated(item)  # one clear sentence now if the file is missing or invalid
+            path = Path(item[len(CALIBRATED_PREFIX) :]).expanduser().resolve()
+            name = f"{CALIBRATED_PREFIX}{path.stem}"
+            if calibrated is not None:
+                calibrated[name] = path
+            names.append(name)
+        else:
+            names += resolve_pipeline_names(item)
+    return names
 
 
 def _corruption_names(value) -> list[str]:
@@ -96,11 +116,21 @@ def synthesis_mode(ctx: Context) -> dict:
     severity = cfg.synthesis.severity
     if not isinstance(severity, int) or not 1 <= severity <= 5:
         raise InputError(f"synthesis.severity must be an integer from 1 to 5; got {severity!r}.")
-    train_names, test_names = _names(cfg.synthesis.train), _names(cfg.synthesis.test)
+    calibrated: dict[str, Path] = {}
+    train_names, test_names = _names(cfg.synthesis.train, calibrated), _names(cfg.synthesis.test, calibrated)
     corruption_names = _corruption_names(cfg.synthesis.corruptions)
-    results = Path(cfg.paths.results) / f"synthesis-{cfg.dataset.name}-{fingerprint(cfg, SYNTHESIS_KEYS)}"
+    key = fingerprint(cfg, SYNTHESIS_KEYS)
+    if calibrated:  # a changed calibration file is a different experiment
+        digest = hashlib.sha1(b"".join(path.read_bytes() for path in calibrated.values())).hexdigest()
+        key = f"{key}-{digest[:8]}"
+    results = Path(cfg.paths.results) / f"synthesis-{cfg.dataset.name}-{key}"
     views = ViewCache(
-        ctx.dataset, Path(cfg.paths.cache) / "views", cfg.data_model.backend, device(cfg), log=log
+        ctx.dataset,
+        Path(cfg.paths.cache) / "views",
+        cfg.data_model.backend,
+        device(cfg),
+        log=log,
+        calibrated=calibrated,
     )
     run, state = resumable_run(ctx, results, f"synthesis {cfg.dataset.name}")
     with run as run_id:
@@ -148,10 +178,9 @@ def synthesis_mode(ctx: Context) -> dict:
                                          if v is not None})  # fmt: skip
         ctx.tracker.log_artifacts(run_id, ctx.run_dir / "synthesis", "synthesis")
         ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
-        from raw2logit.isp import StaticPipeline
-
         sample = ctx.dataset.normalised(np.arange(min(3, len(ctx.dataset))))
-        finish_run(ctx, run_id, StaticPipeline(summary["best_train_pipeline"], ctx.dataset.camera), sample)
+        shown = pipeline_module(summary["best_train_pipeline"], ctx.dataset.camera, calibrated)
+        finish_run(ctx, run_id, shown, sample)
     return summary
 
 
@@ -164,11 +193,14 @@ FORENSICS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "fol
 
 def data_model_pipeline(cfg, camera):
     """The parametrized data model the config asks for, at its initial θ (θ_stat by default)."""
+    from raw2logit.controls.calibration import CALIBRATED_PREFIX
     from raw2logit.isp import ParametrizedPipeline
     from raw2logit.isp.parametrized import load_theta_json
 
     options = cfg.data_model
     theta_file = options.get("theta") if options.kind == "parametrized" else None
+    if theta_file and str(theta_file).startswith(CALIBRATED_PREFIX):
+        theta_file = str(theta_file)[len(CALIBRATED_PREFIX) :]
     if theta_file:
         document = load_theta_json(theta_file)
         return ParametrizedPipeline(camera, options.get("normalize_output", False), document["theta"],
@@ -466,3 +498,59 @@ def optimization_mode(ctx: Context) -> dict:
             shown.load_theta(json.loads((folder / "theta.json").read_text())["theta"])
         finish_run(ctx, run_id, shown, raw[splits[fold_ids[0]][1][:3]])
     return summary
+
+
+def calibrate_mode(ctx: Context) -> dict:
+    """Data model calibration: fit a data model to a device from paired raw and processed images."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from raw2logit.controls.calibration import CALIBRATED_PREFIX, fit, read_pairs, simulate_pairs
+    from raw2logit.isp import STATIC_PIPELINE_NAMES
+
+    cfg, options = ctx.cfg, ctx.cfg.calibrate
+    if options.pairs:
+        pairs = read_pairs(options.pairs, cfg.dataset.get("on_bad_file", "raise"))
+        raw, rgb, camera, names = pairs.raw, pairs.rgb, pairs.camera, pairs.names
+        source = f"{len(names)} pairs from {options.pairs}"
+    else:  # a demonstration: the dataset's raw through a hidden, perturbed data model
+        hidden = OmegaConf.to_container(options.hidden, resolve=True)
+        count = min(int(options.num_pairs), len(ctx.dataset))
+        raw = ctx.dataset.normalised(np.arange(count)).numpy()
+        camera = ctx.dataset.camera
+        overrides = {"black_level": (np.asarray(camera.black_level) + hidden["black_level_offset"]).tolist(),
+                     "white_balance": (np.asarray(camera.white_balance) * np.asarray(hidden["white_balance_scale"])).tolist()}  # fmt: skip
+        rgb = simulate_pairs(raw, camera, hidden["variant"], overrides, options.tone_curve, quantise_bits=8)
+        names = ctx.dataset.names[:count]
+        source = f"{count} simulated pairs (hidden data model {hidden['variant']}, 8-bit)"
+    variants = STATIC_PIPELINE_NAMES if options.variants == "all" else _names(options.variants)
+    log(f"calibrating on {source}; trying {len(variants)} variant(s)")
+    with ctx.tracker.run(f"calibrate {Path(str(options.pairs or 'simulated')).name}", params=flat_params(cfg),
+                         parent=ctx.parent_run) as run_id:  # fmt: skip
+        record_run(ctx, run_id)
+        result = fit(raw, rgb, camera, variants=list(variants), tone_curve=options.tone_curve, steps=options.steps,
+                     lr=options.lr, holdout=options.holdout, seed=cfg.seed, log=log, patch_size=options.patch_size,
+                     names=list(names), device=device(cfg))  # fmt: skip
+        paths = result.write(ctx.run_dir)
+        summary = {"mode": "calibrate", "source": source, "variant": result.variant, "psnr": result.psnr,
+                   "delta_e": result.delta_e, "initial_psnr": result.initial_psnr,
+                   "pipeline": str(paths["pipeline"]),
+                   "use": f"synthesis.test=[all_static...,{CALIBRATED_PREFIX}{paths['pipeline']}]"}  # fmt: skip
+        (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log(f"\ncalibrated data model: {result.variant}, held-out PSNR {result.psnr:.1f} dB, mean ΔE2000 "
+            f"{result.delta_e:.2f}\n  use it as a pipeline: {CALIBRATED_PREFIX}{paths['pipeline']}")  # fmt: skip
+        ctx.tracker.log_metrics(run_id, {"psnr": result.psnr, "delta_e": result.delta_e})
+        ctx.tracker.log_artifacts(run_id, ctx.run_dir / "calibration", "calibration")
+        ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+        finish_run(ctx, run_id, result.pipeline, torch.as_tensor(np.asarray(raw[:3]), dtype=torch.float32))
+    return summary
+
+
+def pipeline_module(name: str, camera, calibrated: dict | None = None):
+    """A data model by name: one of the 12 static pipelines, or a calibrated one."""
+    from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+    from raw2logit.isp import StaticPipeline
+
+    if calibrated and name in calibrated:
+        return load_calibrated(f"{CALIBRATED_PREFIX}{calibrated[name]}").eval()
+    return StaticPipeline(name, camera)

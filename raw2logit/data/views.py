@@ -34,6 +34,10 @@ def dataset_fingerprint(dataset: RawDataset) -> str:
     return digest.hexdigest()[:16]
 
 
+def _quantise(views: torch.Tensor) -> np.ndarray:
+    return (views.clamp(0, 1) * _SCALE).round().to(torch.int32).cpu().numpy().astype(np.uint16)
+
+
 class ViewArray:
     """Views of one pipeline: index with an array of image indices -> float32 tensor (n, 3, H, W)."""
 
@@ -57,11 +61,14 @@ class ViewCache:
         device: where the torch pipelines run.
         batch_size: images per batch when computing.
         log: progress printer.
+        calibrated: extra data models by name, e.g. ``{"calibrated:device": "/path/device.json"}``
+            (files a calibration wrote); their views are cached under a hash of the file.
     """
 
     def __init__(self, dataset: RawDataset, cache_dir: str | Path, backend: str = "torch", device: str = "cpu",
-                 batch_size: int = 32, log=print):  # fmt: skip
+                 batch_size: int = 32, log=print, calibrated: dict[str, str | Path] | None = None):  # fmt: skip
         self.dataset = dataset
+        self.calibrated = {name: Path(path) for name, path in (calibrated or {}).items()}
         self.backend = backend
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -71,16 +78,46 @@ class ViewCache:
         )
 
     def path(self, name: str) -> Path:
+        if name in self.calibrated:
+            digest = hashlib.sha1(self.calibrated[name].read_bytes()).hexdigest()[:12]
+            return self.folder / f"{name.replace(':', '-')}-{digest}.npy"
         return self.folder / f"{name}.npy"
+
+    def _resolve(self, names) -> list[str]:
+        names = [names] if isinstance(names, str) else list(names)
+        return [n for n in names if n in self.calibrated] + resolve_pipeline_names(
+            [n for n in names if n not in self.calibrated]
+        )
 
     def ensure(self, names) -> None:
         """Compute the views of every pipeline in ``names`` that is not cached yet (in one pass)."""
         from raw2logit.locks import file_lock
 
-        if all(self.path(n).exists() for n in resolve_pipeline_names(names)):
+        if all(self.path(n).exists() for n in self._resolve(names)):
             return
         with file_lock(self.folder.parent / f".{self.folder.name}.lock"):  # parallel jobs compute once
-            self._compute([n for n in resolve_pipeline_names(names) if not self.path(n).exists()])
+            missing = [n for n in self._resolve(names) if not self.path(n).exists()]
+            self._compute([n for n in missing if n not in self.calibrated])
+            for name in missing:
+                if name in self.calibrated:
+                    self._compute_calibrated(name)
+
+    def _compute_calibrated(self, name: str) -> None:
+        from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+
+        pipeline = load_calibrated(f"{CALIBRATED_PREFIX}{self.calibrated[name]}").to(self.device).eval()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n, (height, width) = len(self.dataset), self.dataset.image_shape
+        partial = self.path(name).with_suffix(".partial.npy")
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n, 3, height, width))
+        self.log(f"computing the views of {name} ({self.calibrated[name]}) -> {self.folder}")
+        for indices, _ in self._batches():
+            with torch.no_grad():
+                views = pipeline(self.dataset.normalised(indices).to(self.device))
+            array[indices] = _quantise(views)
+        array.flush()
+        del array
+        os.replace(partial, self.path(name))
 
     def _compute(self, missing: list[str]) -> None:
         if not missing:
@@ -102,9 +139,7 @@ class ViewCache:
             raw = self.dataset.normalised(indices).to(self.device)
             with torch.no_grad():
                 for name, views in bank.iter_views(raw):
-                    arrays[name][indices] = (
-                        (views.clamp(0, 1) * _SCALE).round().to(torch.uint16).cpu().numpy()
-                    )
+                    arrays[name][indices] = _quantise(views)
         for name in missing:  # complete files appear only once fully written
             arrays[name].flush()
             del arrays[name]
