@@ -53,7 +53,6 @@ class Tracker:
             return self
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         if self.local:
@@ -73,7 +72,8 @@ class Tracker:
                 f"The MLflow tracking store {self.uri} is not reachable ({type(error).__name__}); "
                 "check tracking.uri or MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
             ) from None
-        mlflow.set_tracking_uri(self.uri)
+        # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to the whole process (and its
+        # children), which would send a later run with another store to this one.
         return self
 
     @property

@@ -76,13 +76,19 @@ def read_labels(path: Path, bad: BadFiles) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_microscopy(root: str | Path, intensity: float = 1.0, on_bad_file: str = "raise") -> RawDataset:
+def load_microscopy(
+    root: str | Path,
+    intensity: float = 1.0,
+    on_bad_file: str = "raise",
+    min_class_size: int = MIN_IMAGES_PER_CLASS,
+) -> RawDataset:
     """Load Raw-Microscopy (or data in its layout) at one intensity level.
 
     Args:
         root: folder holding ``microscopy/`` (or the ``microscopy`` folder itself).
         intensity: I_ratio, one of 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0.
         on_bad_file: ``"raise"`` (default) or ``"skip"`` unreadable, mislabelled or missing files.
+        min_class_size: classes with fewer images are dropped (the paper's rule: 5).
 
     Returns:
         ``RawDataset`` for classification, classes sorted by code.
@@ -98,7 +104,7 @@ def load_microscopy(root: str | Path, intensity: float = 1.0, on_bad_file: str =
     pairs = read_labels(base / "labels" / LABELS_FILE, bad)
     pairs = [(stem, code) for stem, code in pairs if f"{stem}.tiff" not in EXCLUDED_FILES]
     codes = [code for _, code in pairs]
-    classes = sorted(c for c in set(codes) if codes.count(c) >= MIN_IMAGES_PER_CLASS)
+    classes = sorted(c for c in set(codes) if codes.count(c) >= min_class_size)
 
     images = []
     for stem, code in pairs:

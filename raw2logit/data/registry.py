@@ -31,7 +31,8 @@ def sim_microscopy(root, intensity=1.0, num_images=240, size=64, seed=0, pattern
     with _lock(root):
         simulate_microscopy(root, num_images=num_images, size=size, intensities=(intensity,), seed=seed,
                             pattern=pattern)  # fmt: skip
-        return _with(load_microscopy(root, intensity, on_bad_file), name, normalisation)
+        # Simulated classes are balanced by construction: keep them all, even in tiny test sets.
+        return _with(load_microscopy(root, intensity, on_bad_file, min_class_size=1), name, normalisation)
 
 
 def sim_drone(root, intensity=1.0, num_images=6, height=256, width=384, car_length_px=16.0, tile_size=64, seed=0,

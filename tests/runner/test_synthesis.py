@@ -1,0 +1,172 @@
+"""mode=synthesis end to end on tiny simulated data: artifacts, MLflow, resume, interruption, multirun."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raw2logit.errors import InputError
+from tests.runner.conftest import ROOT, TINY, run_cli
+
+SMALL = ["synthesis.train=[bi_s_me,me_u_ga]", "synthesis.test=[bi_s_me,ma_s_ga,me_u_ga]",
+         "synthesis.corruptions=[gaussian_noise,contrast]"]  # fmt: skip
+
+
+def test_synthesis_writes_the_matrix_artifacts_and_mlflow_runs(run_mode, tmp_path):
+    summary, run_dir = run_mode(SMALL, tracking=True)
+    folder = run_dir / "synthesis"
+    matrix = pd.read_csv(folder / "matrix.csv", index_col="train")
+    std = pd.read_csv(folder / "matrix_std.csv", index_col="train")
+    assert list(matrix.index) == ["bi_s_me", "me_u_ga"] and list(matrix.columns) == [
+        "bi_s_me",
+        "ma_s_ga",
+        "me_u_ga",
+    ]
+    assert (
+        matrix.shape == std.shape and ((matrix >= 0) & (matrix <= 1)).all().all() and (std >= 0).all().all()
+    )
+    corruptions = pd.read_csv(folder / "corruptions.csv", index_col="train")
+    assert list(corruptions.columns) == ["clean", "gaussian_noise", "contrast"]
+    ranking = pd.read_csv(folder / "ranking.csv", index_col="train")
+    assert list(ranking["rank"]) == [1, 2] and ranking["average"].is_monotonic_decreasing
+    assert np.allclose(ranking.loc[matrix.index, "average"], matrix.mean(axis=1))
+    for name in ("heatmap.png", "best_train_per_test.csv"):
+        assert (folder / name).stat().st_size > 0
+    # Cells: one per train pipeline x fold, and the matrix is their mean over folds.
+    cells = sorted(folder.glob("cells/*/fold*.json"))
+    assert len(cells) == 4
+    values = [json.loads(p.read_text())["test"]["ma_s_ga"] for p in cells if p.parent.name == "bi_s_me"]
+    assert matrix.loc["bi_s_me", "ma_s_ga"] == pytest.approx(np.mean(values))
+    # The summary reports train -> test under ISP drift and under corruptions, as the paper does.
+    diagonal = np.mean([matrix.loc[t, t] for t in matrix.index])
+    assert summary["isp"]["train"] == pytest.approx(diagonal)
+    assert summary["corruptions"]["severity"] == 3 and summary["mode"] == "synthesis"
+    assert json.loads((run_dir / "summary.json").read_text())["isp"] == summary["isp"]
+    assert (run_dir / "report.html").exists() and (run_dir / "stages.png").exists()
+    assert json.loads((run_dir / "run.json").read_text())["seed"] == 0
+    # MLflow: one parent run with the artifacts, a child run per train pipeline x fold.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    assert parents[0].info.status == "FINISHED" and "isp_train" in parents[0].data.metrics
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {
+        "synthesis",
+        "summary.json",
+        "report.html",
+    }
+    assert "test.ma_s_ga" in children[0].data.metrics and "corruption.contrast" in children[0].data.metrics
+
+
+def test_rerun_skips_finished_cells_and_reproduces_them(run_mode, tmp_path, capsys):
+    _first, first_dir = run_mode(SMALL, "first")
+    store = tmp_path / "outputs" / "results"
+    (cell,) = store.glob("synthesis-*/synthesis/cells/me_u_ga/fold1.json")
+    kept = json.loads(cell.read_text())
+    cell.unlink()  # as if the run had been interrupted during this cell
+    capsys.readouterr()
+    _second, second_dir = run_mode(SMALL, "second")
+    output = capsys.readouterr().out
+    assert output.count("done in an earlier run, skipped") == 3
+    redone = json.loads(cell.read_text())
+    assert redone["test"] == kept["test"] and redone["corruptions"] == kept["corruptions"]  # deterministic
+    pd.testing.assert_frame_equal(pd.read_csv(first_dir / "synthesis" / "matrix.csv"),
+                                  pd.read_csv(second_dir / "synthesis" / "matrix.csv"))  # fmt: skip
+
+
+def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
+    """SIGTERM during training: exit 130, the MLflow run is KILLED, finished cells stay; a re-run completes.
+
+    The images are larger than elsewhere so that a cell trains for seconds and the signal lands in it.
+    """
+    args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=12",
+            "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
+            f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    deadline = time.time() + 300
+    for line in process.stdout:
+        lines.append(line)
+        if "cell 2/4" in line and "epoch 2/" in line:  # the first cell is done, the second one trains
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.time() < deadline, "".join(lines)
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "interrupted: finished results are kept" in output and "Traceback" not in output
+    store = next((tmp_path / "outputs" / "results").glob("synthesis-*"))
+    assert [p.parent.name for p in store.glob("synthesis/cells/*/*.json")] == ["bi_s_me"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
+                 if "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
+    assert parent.info.status == "KILLED"
+
+    resumed = run_cli([*args[:-1], f"hydra.run.dir={tmp_path / 'second'}"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cell 1/4 train=bi_s_me fold=0: done in an earlier run, skipped" in resumed.stdout
+    assert len(list(store.glob("synthesis/cells/*/*.json"))) == 4
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"  # the same MLflow run, continued
+    matrix = pd.read_csv(tmp_path / "second" / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.index) == ["bi_s_me", "bi_u_ga"]
+
+
+def test_two_job_multirun_assembles_the_matrix(tmp_path, shared_data):
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "hydra/launcher=local", *TINY, "synthesis.train=bi_s_me,ma_u_ga", "fold=0",
+                      "synthesis.test=[bi_s_me,ma_u_ga]", "synthesis.corruptions=none",
+                      f"paths.outputs={tmp_path / 'outputs'}", f"paths.data={shared_data}", "tracking.enabled=false",
+                      f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "synthesis"]
+    matrix = pd.read_csv(sweep / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.index) == ["bi_s_me", "ma_u_ga"] and list(matrix.columns) == ["bi_s_me", "ma_u_ga"]
+    for job in ("0", "1"):  # each job ran one train pipeline
+        assert len(list((sweep / job / "synthesis" / "cells").glob("*/*.json"))) == 1
+    assert json.loads((sweep / "summary.json").read_text())["cells"] == 2
+    assert (sweep / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("synthesis.train=[bi_s_xx]", "Unknown static pipeline 'bi_s_xx'"),
+     ("synthesis.severity=6", "synthesis.severity must be an integer from 1 to 5; got 6"),
+     ("folds=1", "folds must be an integer of at least 2"),
+     ("synthesis.corruptions=[fog]", "Unknown corruption"),
+     ("data_model=parametrized", "use data_model=static"),
+     ("fold=5", "fold=5 is outside 0..1")],
+)  # fmt: skip
+def test_bad_synthesis_settings_are_one_sentence(run_mode, override, message):
+    with pytest.raises(InputError, match=message):
+        run_mode(
+            ["synthesis.train=[bi_s_me]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none", override]
+        )
+
+
+def test_calibrated_pipeline_as_a_test_column(run_mode):
+    """Issue 8 end to end: calibrate (simulated device), then use the fitted file as a synthesis column."""
+    calibration, calibrate_dir = run_mode(["mode=calibrate", "calibrate.steps=40", "calibrate.num_pairs=4",
+                                           "calibrate.variants=[me_s_ga,bi_s_ga]"], "calibrate")  # fmt: skip
+    assert calibration["variant"] == "me_s_ga"
+    device = calibrate_dir / "calibration" / "device.json"
+    device.write_text((calibrate_dir / "calibration" / "pipeline.json").read_text())
+    _summary, run_dir = run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test=[bi_s_me,calibrated:{device}]",
+                                 "synthesis.corruptions=none"], "synthesis")  # fmt: skip
+    matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.columns) == ["bi_s_me", "calibrated:device"]
+    with pytest.raises(InputError, match=r"missing\.json"):
+        run_mode(
+            ["synthesis.train=[bi_s_me]", f"synthesis.test=[calibrated:{device.parent / 'missing.json'}]"]
+        )
