@@ -104,6 +104,8 @@ def finish_run(ctx: Context, run_id, pipeline=None, raw=None) -> None:
 
 def synthesis_mode(ctx: Context) -> dict:
     """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
+    from omegaconf import OmegaConf
+
     from raw2logit.controls.synthesis import assemble, cell_path, format_matrix, model_file, run_synthesis
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.views import ViewCache
@@ -152,6 +154,7 @@ def synthesis_mode(ctx: Context) -> dict:
             fold=cfg.fold, seed=cfg.seed, severity=severity, corruption_names=corruption_names,
             make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg),
             batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models, on_cell=on_cell, log=log,
+            model_metadata={"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "dataset": cfg.dataset.name},
         )  # fmt: skip
         for cell in cells:  # the run directory holds its own cells (a sweep assembles from them)
             write_json_atomic(cell_path(ctx.run_dir, cell["train"], cell["fold"]), cell)

@@ -124,14 +124,15 @@ def run_multirun(data_root):
 
 @contextlib.contextmanager
 def isolated_mlflow():
-    """Undo what a tracked run does to the process: ``mlflow.set_tracking_uri`` (a global that also
-    exports ``MLFLOW_TRACKING_URI``, which would send later runs to this run's store)."""
+    """A tracked run that logs to its own local store and leaves no MLflow state behind: no
+    ``MLFLOW_TRACKING_URI`` from the environment (it would take precedence over the local store),
+    and mlflow's process-wide tracking URI restored afterwards."""
     import mlflow
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
     previous = tracking_utils._tracking_uri
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # each run uses its own local store
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         try:
             yield
         finally:

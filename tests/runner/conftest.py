@@ -40,11 +40,12 @@ def run_mode(tmp_path, shared_data):
     """run_mode(overrides, name) -> (summary, run directory); outputs under tmp_path, data shared."""
     from raw2logit.cli import _main
 
-    def run(overrides: list[str], name: str = "run", outputs: Path | None = None, tracking: bool = False):
+    def run(overrides: list[str], name: str = "run", outputs: Path | None = None, tracking: bool = False,
+            base: list[str] = TINY):  # fmt: skip
         run_dir = tmp_path / name
         cfg = compose_config(
             [
-                *TINY,
+                *base,
                 f"paths.outputs={outputs or tmp_path / 'outputs'}",
                 f"paths.data={shared_data}",
                 f"tracking.enabled={str(tracking).lower()}",
