@@ -311,10 +311,21 @@ def forensics_mode(ctx: Context) -> dict:
             f"Unknown forensics.regularizer {options.regularizer!r}; expected one of {', '.join(REGULARIZERS)}."
         )
     check_groups(options.target)
-    fold = cfg.fold if cfg.fold is not None else 0
-    train_index, test_index = kfold_splits(dataset, cfg.folds, cfg.seed)[fold]
     raw = RawInputs(dataset)
-    results = Path(cfg.paths.results) / f"forensics-{cfg.dataset.name}-{fingerprint(cfg, FORENSICS_KEYS)}"
+    # The task model: a checkpoint, an MLflow run's checkpoint, or trained here on the views at θ_stat.
+    source = options.checkpoint or (checkpoint_from_run(ctx, options.from_run) if options.from_run else None)
+    checkpoint = load_task_checkpoint(source, dataset) if source else None
+    fold = cfg.fold if cfg.fold is not None else 0
+    if checkpoint is not None and checkpoint[2].get("fold") is not None:
+        trained_fold = int(checkpoint[2]["fold"])
+        if cfg.fold is not None and cfg.fold != trained_fold:
+            raise InputError(f"{source} was trained on fold {trained_fold}, but fold={cfg.fold}: its held-out images "
+                             f"would include its training images (leave fold unset, or fold={trained_fold}).")  # fmt: skip
+        fold = trained_fold  # evaluate on the images this model never saw
+    train_index, test_index = kfold_splits(dataset, cfg.folds, cfg.seed)[fold]
+    results = (
+        Path(cfg.paths.results) / f"forensics-{cfg.dataset.name}-{fingerprint(cfg, FORENSICS_KEYS)}-{fold}"
+    )
     folder = ctx.run_dir / "forensics"
     folder.mkdir(parents=True, exist_ok=True)
     run, state = resumable_run(ctx, results, f"forensics λ={lam:g} {options.target}")
@@ -322,18 +333,15 @@ def forensics_mode(ctx: Context) -> dict:
         write_json_atomic(state, {"run_id": run_id})
         record_run(ctx, run_id)
         pipeline = data_model_pipeline(cfg, dataset.camera).to(device(cfg))
-        # The task model: a checkpoint, an MLflow run's checkpoint, or trained here on the views at θ_stat.
-        source = options.checkpoint or (
-            checkpoint_from_run(ctx, options.from_run) if options.from_run else None
-        )
         trained = (
             Path(cfg.paths.results) / f"task-model-{cfg.dataset.name}-{fingerprint(cfg, TASK_MODEL_KEYS)}.pt"
         )
-        if source is None:
+        if checkpoint is None:
             with file_lock(trained.with_suffix(".lock")):  # parallel λ jobs train it once
                 if not trained.exists():
                     train_task_model(cfg, dataset, pipeline, raw, train_index, fold, trained)
-        task_model, normalisation, info = load_task_checkpoint(source or trained, dataset)
+            checkpoint = load_task_checkpoint(trained, dataset)
+        task_model, normalisation, info = checkpoint
         ctx.tracker.log_params(run_id, {"task_model_source": str(source or trained)})
         if source is None:
             ctx.tracker.log_artifact(run_id, trained)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from raw2logit.controls.forensics import PLAUSIBLE
 from raw2logit.errors import InputError
@@ -232,62 +231,24 @@ def cell_metric(store: Path, fold: int) -> float:
     return cell["test"]["bi_s_ga"]
 
 
-def completed_checkpoint(synthesis_run, source: Path, destination: Path) -> Path:
-    """``source`` with the ``task_model`` entry synthesis does not write (see the xfail below)."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    checkpoint.setdefault("task_model", OmegaConf.to_container(synthesis_run.cfg.task_model, resolve=True))
-    torch.save(checkpoint, destination)
-    return destination
-
-
-SYNTHESIS_CHECKPOINT_BUG = (
-    "synthesis_mode (raw2logit/modes.py) calls run_synthesis without model_metadata, so the fold*.pt "
-    "checkpoints lack 'task_model' and load_task_checkpoint refuses them; pass "
-    "model_metadata={'task_model': OmegaConf.to_container(cfg.task_model, resolve=True)}."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=InputError, reason=SYNTHESIS_CHECKPOINT_BUG)
 def test_synthesis_checkpoint_drives_forensics(run_mode, synthesis, tmp_path):
-    _, store = synthesis
-    checkpoint = synthesis_checkpoint(store, 0)
-    assert checkpoint.exists()
-    run = run_mode(tmp_path, "mode=forensics", f"forensics.checkpoint={checkpoint}", "forensics.epochs=1")
-    result = run.json("forensics/result.json")
-    assert result["task_model"]["pipeline"] == "bi_s_ga"
-    assert result["metric_before"] == pytest.approx(cell_metric(store, 0), abs=1e-6)
-
-
-def test_completed_synthesis_checkpoint_reproduces_the_held_out_metric(run_mode, synthesis, tmp_path):
     # Φ_para at θ_stat is bitwise bi_s_ga, so the frozen model scores exactly its synthesis cell.
-    run, store = synthesis
-    checkpoint = completed_checkpoint(run, synthesis_checkpoint(store, 0), tmp_path / "fold0.pt")
-    forensics_run = run_mode(
-        tmp_path, "mode=forensics", f"forensics.checkpoint={checkpoint}", "forensics.epochs=1"
-    )
-    result = forensics_run.json("forensics/result.json")
-    assert result["task_model"]["pipeline"] == "bi_s_ga"
-    assert result["task_model"]["fold"] == 0
+    _, store = synthesis
+    run = run_mode(tmp_path, "mode=forensics", f"forensics.checkpoint={synthesis_checkpoint(store, 0)}",
+                   "forensics.epochs=1")  # fmt: skip
+    result = run.json("forensics/result.json")
+    assert (result["task_model"]["pipeline"], result["task_model"]["fold"]) == ("bi_s_ga", 0)
     assert result["metric_before"] == pytest.approx(cell_metric(store, 0), abs=1e-6)
-    assert not list((forensics_run.outputs / "results").glob("task-model-*.pt"))  # nothing trained here
+    assert not list((run.outputs / "results").glob("task-model-*.pt"))  # nothing trained here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="forensics_mode (raw2logit/modes.py) searches and evaluates on fold 0 (cfg.fold or 0) whatever fold "
-    "the checkpoint was trained on; for a fold-1 model fold 0's held-out images are its training images, so "
-    "metric_before is a training accuracy. Use the checkpoint's 'fold' when fold is unset (and refuse a clash).",
-)
 def test_checkpoint_of_another_fold_is_evaluated_on_its_own_held_out_images(run_mode, synthesis, tmp_path):
-    run, store = synthesis
-    checkpoint = completed_checkpoint(run, synthesis_checkpoint(store, 1), tmp_path / "fold1.pt")
-    result = run_mode(tmp_path, "mode=forensics", f"forensics.checkpoint={checkpoint}",
+    _, store = synthesis
+    result = run_mode(tmp_path, "mode=forensics", f"forensics.checkpoint={synthesis_checkpoint(store, 1)}",
                       "forensics.epochs=1").json("forensics/result.json")  # fmt: skip
     assert result["metric_before"] == pytest.approx(cell_metric(store, 1), abs=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=InputError, reason=SYNTHESIS_CHECKPOINT_BUG)
 def test_from_run_loads_the_synthesis_model(run_mode, synthesis, tmp_path, mlflow_isolation):
     from mlflow.tracking import MlflowClient
 
@@ -304,7 +265,7 @@ def test_from_run_loads_the_synthesis_model(run_mode, synthesis, tmp_path, mlflo
         forensics_run = run_mode(tmp_path, "mode=forensics", f"forensics.from_run={child.info.run_id}",
                                  "forensics.epochs=1", outputs=run.outputs, tracking=True)  # fmt: skip
     result = forensics_run.json("forensics/result.json")
-    assert result["task_model"]["pipeline"] == "bi_s_ga"
+    assert (result["task_model"]["pipeline"], result["task_model"]["fold"]) == ("bi_s_ga", 0)
     assert result["metric_before"] == pytest.approx(cell_metric(store, 0), abs=1e-6)
 
 
