@@ -15,6 +15,9 @@ YUV_FROM_RGB = torch.tensor(
 )
 RGB_FROM_YUV = torch.linalg.inv(YUV_FROM_RGB)
 GAMMA_FLOOR = 1e-30
+# yuv2rgb adds Y to every channel with weight 1 (to 2e-16): RGB = chroma + Y, where chroma is what U
+# and V contribute. Sharpening and denoising change only Y, so the pipelines carry (Y, chroma).
+assert torch.allclose(RGB_FROM_YUV[:, 0], torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
 
 
 def white_balance(rgb: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
@@ -55,7 +58,24 @@ def yuv_to_rgb(yuv: torch.Tensor) -> torch.Tensor:
     return colour_transform(yuv, RGB_FROM_YUV.to(yuv.device))
 
 
-def gamma_correction(rgb: torch.Tensor, gamma: torch.Tensor | float = 2.2) -> torch.Tensor:
+def split_luma(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB (B, 3, H, W) -> (Y (B, 1, H, W), chroma (B, 3, H, W)) with ``RGB = chroma + Y``.
+
+    Y is scikit-image's ``rgb2yuv`` luma; chroma equals ``yuv2rgb`` applied to (0, U, V). Filtering
+    Y and adding it back is the reference's RGB -> YUV -> filter Y -> RGB, without converting U, V.
+    """
+    luma = colour_transform(rgb, YUV_FROM_RGB[:1].to(rgb.device))
+    return luma, rgb - luma
+
+
+def merge_luma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """(Y, chroma) -> RGB, the inverse of ``split_luma``."""
+    return chroma + luma
+
+
+def gamma_correction(
+    rgb: torch.Tensor, gamma: torch.Tensor | float = 2.2, in_place: bool = False
+) -> torch.Tensor:
     """Clip to [0, 1], then raise to ``1 / gamma`` (Eq. 23-24).
 
     The lower clip is at 1e-30 rather than 0: ``x ** (1/gamma)`` has an infinite slope at zero
@@ -65,18 +85,19 @@ def gamma_correction(rgb: torch.Tensor, gamma: torch.Tensor | float = 2.2) -> to
     Args:
         rgb: image of shape (B, 3, H, W).
         gamma: positive float or (1,) tensor (may be an ``nn.Parameter``).
+        in_place: overwrite ``rgb`` when no gradient is recorded (the pipelines pass a temporary).
 
     Returns:
         image of shape (B, 3, H, W) in [0, 1].
     """
     exponent = (1.0 / gamma).to(rgb.dtype) if isinstance(gamma, torch.Tensor) else 1.0 / gamma
-    clipped = rgb.clamp(GAMMA_FLOOR, 1.0)
     # 2 ** (log2(x) / gamma) is x ** (1 / gamma): vectorised log2 and exp2 are about 3x faster
     # than pow on CPU. Without autograd the chain runs in place (no new buffers).
     if torch.is_grad_enabled() and (
         rgb.requires_grad or (isinstance(gamma, torch.Tensor) and gamma.requires_grad)
     ):
-        return torch.exp2(torch.log2(clipped) * exponent)
+        return torch.exp2(torch.log2(rgb.clamp(GAMMA_FLOOR, 1.0)) * exponent)
+    clipped = rgb.clamp_(GAMMA_FLOOR, 1.0) if in_place else rgb.clamp(GAMMA_FLOOR, 1.0)
     return clipped.log2_().mul_(exponent).exp2_()
 
 

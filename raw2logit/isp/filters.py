@@ -49,6 +49,9 @@ def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect"
     top, bottom, left, right = pad
     if mode == "constant":
         return F.pad(x, (left, right, top, bottom))
+    if x.dim() == 4 and (mode == "nearest" or (mode == "reflect" and max(pad) <= 1)):
+        # One sample of scipy's reflect is the edge itself: torch's native replicate padding.
+        return F.pad(x, (left, right, top, bottom), mode="replicate")
     if top or bottom:
         x = _pad_dim(x, -2, top, bottom, mode)
     if left or right:

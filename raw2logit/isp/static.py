@@ -5,10 +5,11 @@ A pipeline is named demosaic_sharpen_denoise: demosaic ``bi`` bilinear, ``ma`` M
 3x3 median, ``ga`` Gaussian (sigma 0.5). Order: black level -> demosaic -> white balance ->
 colour correction -> sharpen (on Y) -> denoise (on Y) -> gamma.
 
-The reference converts RGB -> YUV -> RGB around each of sharpening and denoising; since
-``yuv2rgb`` and ``rgb2yuv`` are inverse matrices, the torch pipeline stays in YUV between the two
-filters and converts once: fewer float32 roundings, and values equal up to rounding (about 1e-16,
-which the gamma's infinite slope at 0 can turn into up to 1e-8 on black pixels).
+The reference converts RGB -> YUV -> RGB around each of sharpening and denoising. Both filters
+change only the luma Y, and ``yuv2rgb`` adds Y to every channel with weight 1, so the torch
+pipelines carry (Y, chroma) with RGB = chroma + Y: the filters run on Y alone and U, V are never
+converted back and forth. Values are equal up to rounding (about 1e-16, which the gamma's
+infinite slope at 0 can turn into up to 1e-8 on black pixels).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from raw2logit.isp.colour import (
     TONE_CURVES,
     colour_correction,
     gamma_correction,
-    rgb_to_yuv,
+    merge_luma,
+    split_luma,
     srgb_encode,
     white_balance,
-    yuv_to_rgb,
 )
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS
 from raw2logit.isp.denoise import gaussian_denoise, median_denoise
@@ -89,17 +90,19 @@ def resolve_pipeline_names(names: str | Iterable[str]) -> list[str]:
 @dataclass(frozen=True)
 class Step:
     """One step of a data model: ``key`` identifies the computation (for sharing prefixes),
-    ``stage`` names its output for ``forward_stages`` (None for internal steps)."""
+    ``stage`` names its output for ``forward_stages`` (None for internal steps). Between the
+    ``luma`` and ``rgb`` steps the state is a (Y, chroma) pair (``on_luma``)."""
 
     key: str
-    fn: Callable[[torch.Tensor], torch.Tensor]
+    fn: Callable
     stage: str | None = None
-    in_yuv: bool = False
+    on_luma: bool = False
 
 
-def _on_luma(filter_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    def apply(yuv: torch.Tensor) -> torch.Tensor:
-        return torch.cat((filter_fn(yuv[:, :1]), yuv[:, 1:]), dim=1)
+def _on_luma(filter_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    def apply(state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        luma, chroma = state
+        return filter_fn(luma), chroma
 
     return apply
 
@@ -139,11 +142,11 @@ def build_steps(
         Step(f"demosaic:{demosaic_key}", lambda cfa: demosaic_fn(cfa, pattern, dtype=dtype), "demosaic"),
         Step("white_balance", lambda rgb: white_balance(rgb, white_balance_gains), "white_balance"),
         Step("colour_correction", lambda rgb: colour_correction(rgb, colour_matrix), "colour_correction"),
-        Step("yuv", rgb_to_yuv),
-        Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", in_yuv=True),
-        Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", in_yuv=True),
-        Step("rgb", yuv_to_rgb),
-        Step("gamma", lambda rgb: gamma_correction(rgb, gamma), "gamma")
+        Step("luma", split_luma),
+        Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", on_luma=True),
+        Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", on_luma=True),
+        Step("rgb", lambda state: merge_luma(*state)),
+        Step("gamma", lambda rgb: gamma_correction(rgb, gamma, in_place=True), "gamma")
         if tone_curve == "power"
         else Step("gamma:srgb", srgb_encode, "gamma"),
     ]
@@ -157,7 +160,7 @@ def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = No
     for step in steps:
         x = step.fn(x)
         if stages is not None and step.stage is not None:
-            stages[step.stage] = (yuv_to_rgb(x) if step.in_yuv else x).to(raw.dtype)
+            stages[step.stage] = (merge_luma(*x) if step.on_luma else x).to(raw.dtype)
     return x
 
 
