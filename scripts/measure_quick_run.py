@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="outputs/bench/quick_run.json")
+    parser.add_argument("--keep", default=None, help="copy the run's heatmap and report.html into this folder")
     args, overrides = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"
@@ -45,14 +47,19 @@ def main() -> None:
             sys.exit(f"python run.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
         matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
         summary = json.loads((run_dir / "summary.json").read_text())
+        if args.keep:
+            keep = ROOT / args.keep
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run_dir / "synthesis" / "heatmap.png", keep / "heatmap.png")
+            shutil.copy(run_dir / "report.html", keep / "quick_run_report.html")
     diagonal = pd.Series({t: matrix.loc[t, t] for t in matrix.index if t in matrix.columns})
     drops = matrix.rsub(diagonal, axis=0)
     report = {
         "command": "python run.py " + " ".join(overrides),
         "wall_seconds": round(seconds, 1),
-        "within_3_minutes": seconds <= 180,
+        "within_3_minutes": bool(seconds <= 180),
         "diagonal_mean": float(diagonal.mean()),
-        "diagonal_in_range": 0.5 <= diagonal.mean() <= 0.97,
+        "diagonal_in_range": bool(0.5 <= diagonal.mean() <= 0.97),
         "largest_drop_below_diagonal": float(drops.to_numpy().max()),
         "informative": bool(0.5 <= diagonal.mean() <= 0.97 and drops.to_numpy().max() >= 0.03),
         "isp": summary["isp"],

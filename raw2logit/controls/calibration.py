@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raw2logit.data.dng_folder import DNG_SUFFIX, ON_BAD_FILE, _BadFileError, _read_dng
-from raw2logit.data.files import write_json_atomic
+from raw2logit.data.dng_folder import DNG_SUFFIX, _BadFileError, _read_dng
+from raw2logit.data.files import BadFiles, write_json_atomic
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.colour import TONE_CURVES
@@ -229,19 +229,11 @@ def read_pairs(folder: str | Path, on_bad_file: str = "raise") -> CalibrationPai
         InputError: a missing folder, a folder without usable pairs, or (with ``"raise"``) the first
             bad file.
     """
-    if on_bad_file not in ON_BAD_FILE:
-        raise InputError(f"on_bad_file must be one of {', '.join(ON_BAD_FILE)}; got {on_bad_file!r}.")
+    bad = BadFiles(on_bad_file)
+    reject, skipped = bad.reject, bad.skipped
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"Calibration folder {folder} does not exist or is not a directory.")
-
-    skipped: list[str] = []
-
-    def reject(file_name: str, message: str) -> None:
-        if on_bad_file == "raise":
-            raise InputError(f"{message.rstrip('.')} (pass on_bad_file='skip' to skip such files).")
-        warnings.warn(f"Skipping {file_name}: {message}", stacklevel=3)
-        skipped.append(file_name)
 
     # Hidden files (e.g. macOS "._IMG_0001.JPG" resource forks) are not images of the device.
     files = sorted(

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from raw2logit.data.dataset import RawDataset
+from raw2logit.data.files import BadFiles
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import BAYER_PATTERNS, CameraParams
 
-ON_BAD_FILE = ("raise", "skip")
 DNG_SUFFIX = ".dng"
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 SEGMENTATION_CLASSES = ["background", "foreground"]
@@ -265,8 +265,8 @@ def load_dng_folder(
         InputError: on bad arguments, a malformed labels CSV, a folder without usable DNG files, or
             (with ``on_bad_file="raise"``) the first bad file.
     """
-    if on_bad_file not in ON_BAD_FILE:
-        raise InputError(f"on_bad_file must be one of {', '.join(ON_BAD_FILE)}; got {on_bad_file!r}.")
+    bad = BadFiles(on_bad_file)
+    reject, skipped = bad.reject, bad.skipped
     if (labels_csv is None) == (masks_dir is None):
         raise InputError(
             "Give exactly one of labels_csv (classification) or masks_dir (segmentation) for a DNG folder."
@@ -274,14 +274,6 @@ def load_dng_folder(
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"DNG folder {root} does not exist or is not a directory.")
-
-    skipped: list[str] = []
-
-    def reject(file_name: str, message: str) -> None:
-        if on_bad_file == "raise":
-            raise InputError(f"{message.rstrip('.')} (pass on_bad_file='skip' to skip such files).")
-        warnings.warn(f"Skipping {file_name}: {message}", stacklevel=3)
-        skipped.append(file_name)
 
     dng_by_stem: dict[str, Path] = {}
     for path in sorted((p for p in root.iterdir() if p.suffix.lower() == DNG_SUFFIX), key=lambda p: p.name):

@@ -104,7 +104,7 @@ def build_tiles(base: Path, intensity: float, tile_size: int, on_bad_file: str) 
             try:
                 raw, mask = read_raw(image_path), read_mask(mask_path)
             except InputError as error:
-                bad.report(image_path, str(error))
+                bad.report(image_path, str(error).removeprefix(f"{image_path} "))
                 continue
             if raw.shape != mask.shape:
                 bad.report(

@@ -16,25 +16,31 @@ BAD_FILE_POLICIES = ("raise", "skip")
 
 
 class BadFiles:
-    """Collects bad files: raises on the first one (``"raise"``) or warns and counts (``"skip"``)."""
+    """The bad-file policy of every loader: raise on the first bad file (``"raise"``), or warn,
+    skip it and keep its name (``"skip"``)."""
 
     def __init__(self, policy: str):
         if policy not in BAD_FILE_POLICIES:
-            raise InputError(
-                f"dataset.on_bad_file must be one of {', '.join(BAD_FILE_POLICIES)}; got {policy!r}."
-            )
+            raise InputError(f"on_bad_file must be one of {', '.join(BAD_FILE_POLICIES)}; got {policy!r}.")
         self.policy = policy
         self.skipped: list[str] = []
 
-    def report(self, path: str | Path, message: str) -> None:
-        sentence = f"{path}: {message}"
-        if self.policy == "raise":
-            raise InputError(sentence + " (set dataset.on_bad_file=skip to skip such files).")
-        warnings.warn(f"skipping {sentence}", stacklevel=3)
-        self.skipped.append(str(path))
+    def reject(self, name: str, sentence: str) -> None:
+        """A bad file: ``sentence`` names it and says what is wrong; ``name`` is what ``skipped`` keeps."""
+        self._handle(name, sentence, f"Skipping {name}: {sentence}")
 
-    def summary(self) -> str:
-        return f"skipped {len(self.skipped)} bad file(s)" if self.skipped else ""
+    def report(self, path: str | Path, problem: str) -> None:
+        """A bad file at ``path``: the sentence is "<path> <problem>"."""
+        self._handle(str(path), f"{path} {problem}", f"Skipping {path}: {problem}")
+
+    def _handle(self, name: str, sentence: str, warning: str) -> None:
+        if self.policy == "raise":
+            raise InputError(
+                f"{sentence.rstrip('.')} (on_bad_file='skip' skips such files; on the command line "
+                "dataset.on_bad_file=skip)."
+            )
+        warnings.warn(warning, stacklevel=4)
+        self.skipped.append(name)
 
 
 def read_raw(path: Path) -> np.ndarray:

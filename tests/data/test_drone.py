@@ -320,7 +320,7 @@ def test_bad_file_raises_naming_the_file(drone_folder, kind):
 def test_bad_file_is_skipped_with_a_warning(drone_folder, kind):
     base = two_captures(drone_folder)
     name = spoil(kind, base)
-    with pytest.warns(UserWarning, match="skipping") as record:
+    with pytest.warns(UserWarning, match="Skipping") as record:
         dataset = load_drone(base.parent, tile_size=8, on_bad_file="skip")
     assert any(name in str(w.message) for w in record)
     assert [os.path.basename(path) for path in dataset.skipped] == [name]

@@ -260,7 +260,7 @@ def test_bad_file_raises_naming_the_file(microscopy_folder, kind):
 def test_bad_file_is_skipped_with_a_warning(microscopy_folder, kind):
     root, folders = microscopy_folder(GOOD)
     name = spoil(kind, root, folders[1.0])
-    with pytest.warns(UserWarning, match="skipping") as record:
+    with pytest.warns(UserWarning, match="Skipping") as record:
         dataset = load_microscopy(root, on_bad_file="skip")
     assert any(name in str(w.message) for w in record)
     assert len(dataset.skipped) == 1 and dataset.skipped[0].endswith(name)

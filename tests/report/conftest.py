@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
+from raw2logit.controls.optimization import table2
 from raw2logit.isp import STATIC_PIPELINE_NAMES, CameraParams, StaticPipeline
 from raw2logit.report.figures import synthesis_heatmap
 from raw2logit.report.stages import save_stage_figure
@@ -202,18 +203,6 @@ def write_forensics(directory: Path, sweep: bool = False) -> Path:
     write_provenance(directory, "forensics")
     write_stage_figure(directory)
     return directory
-
-
-def table2(history: pd.DataFrame) -> dict:
-    """``raw2logit.controls.optimization.table2`` (mean/std over steps and folds, and of the final step)."""
-    stats = {}
-    for setting, frame in history.groupby("setting", sort=False):
-        values = frame["metric"].to_numpy(dtype=float)
-        final = frame.sort_values("step").groupby("fold")["metric"].last().to_numpy(dtype=float)
-        stats[setting] = {"mean": float(values.mean()), "std": float(values.std()), "final_mean": float(final.mean()),
-                          "final_std": float(final.std()), "folds": int(frame["fold"].nunique()),
-                          "points": len(values)}  # fmt: skip
-    return stats
 
 
 def write_optimization(directory: Path, sweep: bool = False) -> Path:
