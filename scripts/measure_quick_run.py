@@ -29,7 +29,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="outputs/bench/quick_run.json")
-    parser.add_argument("--keep", default=None, help="copy the run's heatmap and report.html into this folder")
+    parser.add_argument(
+        "--keep", default=None, help="copy the run's heatmap and report.html into this folder"
+    )
     args, overrides = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"
