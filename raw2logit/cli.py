@@ -64,8 +64,13 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def fingerprint(cfg: DictConfig, keys: list[str]) -> str:
-    """A short hash of the config values that decide a result (used to key resumable results)."""
-    values = {key: OmegaConf.select(cfg, key) for key in keys}
+    """A short hash of the config values that decide a result (used to key resumable results).
+
+    The package version is part of it: results of another release are not reused.
+    """
+    from raw2logit import __version__
+
+    values = {key: OmegaConf.select(cfg, key) for key in keys} | {"raw2logit": __version__}
     values = {
         k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()
     }

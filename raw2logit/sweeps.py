@@ -114,7 +114,7 @@ def compare_optimization(sweep_dir: Path) -> dict | None:
     folder.mkdir(exist_ok=True)
     history.to_csv(folder / "history.csv", index=False)
     stats = table2(history)
-    table = pd.DataFrame(stats).T
+    table = pd.DataFrame.from_dict(stats, orient="index")
     table.to_csv(folder / "comparison.csv", index_label="setting")
     metric = "metric"
     for path in sorted(sweep_dir.glob("*/summary.json")):

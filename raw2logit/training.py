@@ -192,7 +192,7 @@ class DriftModule(pl.LightningModule):
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(module: DriftModule, loader) -> None:
+def recalibrate_batchnorm(module: DriftModule, loader, max_batches: int | None = None) -> None:
     """Recompute BatchNorm running statistics for the final weights ("precise BN").
 
     BatchNorm's running averages trail the weights by a few dozen steps; a short CPU run ends
@@ -209,7 +209,12 @@ def recalibrate_batchnorm(module: DriftModule, loader) -> None:
         layer.momentum = None
     was_training = module.training
     module.train()
-    for x, _ in loader:
+    in_order = torch.utils.data.DataLoader(
+        loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn
+    )
+    for number, (x, _) in enumerate(in_order):
+        if max_batches is not None and number >= max_batches:
+            break
         module.logits(module.views(x.to(module.device)))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum

@@ -70,9 +70,14 @@ class HistoryRecorder(pl.Callback):
         self.printer = log
 
     def _record(self, trainer, module):
+        from raw2logit.training import recalibrate_batchnorm
+
         step = trainer.global_step
         if self.rows and self.rows[-1]["step"] == step:
             return
+        # BatchNorm's running statistics trail the weights: measure the model as it would be
+        # deployed at this step (statistics from up to 8 training batches), not a lagging one.
+        recalibrate_batchnorm(module, trainer.train_dataloader, max_batches=8)
         metric = self.evaluate_fn(module)
         module.train()
         self.rows.append({"step": step, "setting": self.setting, "fold": self.fold, "metric": metric})

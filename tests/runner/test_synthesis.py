@@ -166,7 +166,37 @@ def test_calibrated_pipeline_as_a_test_column(run_mode):
                                  "synthesis.corruptions=none"], "synthesis")  # fmt: skip
     matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
     assert list(matrix.columns) == ["bi_s_me", "calibrated:device"]
+    # The same file as the initial θ of the parametrized data model (forensics' θ_stat, optimization's start).
+    theta = json.loads(device.read_text())["theta"]
+    _, forensics_dir = run_mode(["mode=forensics", "forensics.epochs=1", "data_model=parametrized",
+                                 f"data_model.theta=calibrated:{device}"], "forensics")  # fmt: skip
+    assert json.loads((forensics_dir / "forensics" / "result.json").read_text())["theta_before"] == theta
+    _, optimization_dir = run_mode(["mode=optimization", "data_model=parametrized", "data_model.learn=false",
+                                    f"data_model.theta=calibrated:{device}"], "optimization")  # fmt: skip
+    exported = json.loads((optimization_dir / "optimization" / "theta.json").read_text())
+    assert exported["theta"] == theta and exported["variant"] == "me_s_ga"
     with pytest.raises(InputError, match=r"missing\.json"):
         run_mode(
             ["synthesis.train=[bi_s_me]", f"synthesis.test=[calibrated:{device.parent / 'missing.json'}]"]
         )
+
+
+def test_numpy_backend_runs_the_reference(run_mode):
+    """data_model.backend=numpy computes the views with the numpy oracle (colour-demosaicing, scipy, skimage)."""
+    summary, run_dir = run_mode(["data_model.backend=numpy", "synthesis.train=[ma_u_ga]", "synthesis.test=[ma_u_ga]",
+                                 "synthesis.corruptions=none"])  # fmt: skip
+    assert summary["train_pipelines"] == ["ma_u_ga"]
+    assert any("-numpy-" in p.name for p in (run_dir.parent / "outputs" / "cache" / "views").iterdir())
+
+
+@pytest.mark.slow
+def test_the_main_job_is_informative(tmp_path):
+    """``python run.py`` as a newcomer runs it: the diagonal learns without saturating and drift shows."""
+    result = run_cli(
+        [f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'run'}"], timeout=1200
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    matrix = pd.read_csv(tmp_path / "run" / "synthesis" / "matrix.csv", index_col="train")
+    diagonal = pd.Series({t: matrix.loc[t, t] for t in matrix.index})
+    assert matrix.shape == (12, 12) and 0.5 <= diagonal.mean() <= 0.97
+    assert matrix.rsub(diagonal, axis=0).to_numpy().max() >= 0.03
