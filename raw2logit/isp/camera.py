@@ -20,6 +20,13 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
+def check_camera(camera) -> CameraParams:
+    """Return ``camera`` if it is a ``CameraParams``, else raise ``InputError``."""
+    if not isinstance(camera, CameraParams):
+        raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+    return camera
+
+
 def bayer_masks(pattern: str, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Colour filter masks of a Bayer mosaic.
 

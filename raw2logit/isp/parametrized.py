@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from raw2logit.errors import InputError
-from raw2logit.isp.camera import CameraParams
+from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.colour import TONE_CURVES
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
@@ -99,8 +99,7 @@ class ParametrizedPipeline(nn.Module):
         tone_curve: str = "power",
     ):
         super().__init__()
-        if not isinstance(camera, CameraParams):
-            raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+        check_camera(camera)
         if tone_curve not in TONE_CURVES:
             raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
         self.camera = camera

@@ -22,7 +22,7 @@ from torch import nn
 
 from raw2logit.errors import InputError
 from raw2logit.isp.black_level import black_level_correction
-from raw2logit.isp.camera import CameraParams
+from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.colour import (
     TONE_CURVES,
     colour_correction,
@@ -201,8 +201,7 @@ def _static_steps(name: str, pattern: str, camera: dict[str, torch.Tensor], dtyp
 class _CameraModule(nn.Module):
     def __init__(self, camera: CameraParams, backend: str):
         super().__init__()
-        if not isinstance(camera, CameraParams):
-            raise InputError(f"camera must be a CameraParams; got {type(camera).__name__}.")
+        check_camera(camera)
         if backend not in BACKENDS:
             raise InputError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
         self.camera = camera

@@ -29,14 +29,12 @@ from raw2logit.controls.calibration import (
     read_pairs,
     simulate_pairs,
 )
-from raw2logit.data.dng_folder import SRGB_TO_XYZ
 from raw2logit.errors import InputError
 from raw2logit.isp import STATIC_PIPELINE_NAMES, CameraParams, ParametrizedPipeline, bayer_masks
+from tests.dng import write_dng as shared_write_dng
 
 pytest.importorskip("rawpy")
-pidng_core = pytest.importorskip("pidng.core")
-from pidng.defs import CalibrationIlluminant, PhotometricInterpretation  # noqa: E402
-from pidng.dng import DNGTags, Tag  # noqa: E402
+pytest.importorskip("pidng.core")
 
 HEIGHT, WIDTH = 48, 64
 # (photograph, top, left) of each 48x64 crop.
@@ -262,35 +260,8 @@ NEUTRAL = (0.5, 1.0, 0.8)  # AsShotNeutral: white balance (2, 1, 1.25)
 
 
 def write_dng(path, mosaic, neutral=NEUTRAL):
-    """An uncompressed 16-bit RGGB DNG (pidng) of a camera whose RGB is linear sRGB."""
-
-    def rationals(values):
-        return [[round(float(v) * 1_000_000), 1_000_000] for v in np.ravel(values)]
-
-    height, width = mosaic.shape
-    tags = DNGTags()
-    for tag, value in (
-        (Tag.ImageWidth, width),
-        (Tag.ImageLength, height),
-        (Tag.TileWidth, width),
-        (Tag.TileLength, height),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1),
-        (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, [0, 1, 1, 2]),
-        (Tag.BlackLevelRepeatDim, [2, 2]),
-        (Tag.BlackLevel, list(SITE_BLACK)),
-        (Tag.WhiteLevel, WHITE),
-        (Tag.AsShotNeutral, rationals(neutral)),
-        (Tag.ColorMatrix1, rationals(np.linalg.inv(SRGB_TO_XYZ))),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-    ):
-        tags.set(tag, value)
-    writer = pidng_core.RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    path.write_bytes(bytes(writer.convert(np.ascontiguousarray(mosaic, dtype=np.uint16))))
-    return path
+    """An uncompressed 16-bit RGGB DNG of a camera whose RGB is linear sRGB."""
+    return shared_write_dng(path, mosaic, "RGGB", SITE_BLACK, WHITE, neutral, "srgb")
 
 
 def dng_camera() -> CameraParams:

@@ -13,69 +13,21 @@ from PIL import Image
 
 from raw2logit.data.dng_folder import SRGB_TO_XYZ, load_dng_folder, srgb_from_camera
 from raw2logit.errors import InputError
+from tests.dng import CFA_CODES
+from tests.dng import write_dng as shared_write_dng
 
 pytest.importorskip("rawpy")
-pidng_core = pytest.importorskip("pidng.core")
-from pidng.defs import CalibrationIlluminant, PhotometricInterpretation  # noqa: E402
-from pidng.dng import DNGTags, Tag  # noqa: E402
+pytest.importorskip("pidng.core")
+from pidng.dng import Tag
 
 HEIGHT, WIDTH = 64, 96
-# DNG CFAPattern codes: 0 red, 1 green, 2 blue, for the 2x2 block read row by row.
-CFA_CODES = {"RGGB": [0, 1, 1, 2], "BGGR": [2, 1, 1, 0], "GRBG": [1, 0, 2, 1], "GBRG": [1, 2, 0, 1]}
 SITE_BLACK = (100, 110, 120, 130)  # top-left, top-right, bottom-left, bottom-right
-DENOMINATOR = 1_000_000  # rational precision of the matrices and neutrals written
 
 
-def _rationals(values):
-    return [[round(float(v) * DENOMINATOR), DENOMINATOR] for v in np.ravel(values)]
-
-
-def write_dng(
-    path,
-    mosaic,
-    pattern="RGGB",
-    black=SITE_BLACK,
-    white=4095,
-    neutral=(0.5, 1.0, 0.8),
-    xyz_to_camera="srgb",
-    cfa=None,
-    extra_tags=(),
-):
-    """Write an uncompressed 16-bit CFA DNG with pidng; ``None`` leaves a tag out.
-
-    ``xyz_to_camera="srgb"`` writes the ColorMatrix of a camera whose RGB is linear sRGB.
-    """
-    if isinstance(xyz_to_camera, str):
-        xyz_to_camera = np.linalg.inv(SRGB_TO_XYZ)
-    height, width = mosaic.shape
-    tags = DNGTags()
-    tags.set(Tag.ImageWidth, width)
-    tags.set(Tag.ImageLength, height)
-    tags.set(Tag.TileWidth, width)
-    tags.set(Tag.TileLength, height)
-    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
-    tags.set(Tag.SamplesPerPixel, 1)
-    tags.set(Tag.BitsPerSample, 16)
-    dims, codes = cfa if cfa is not None else ((2, 2), CFA_CODES[pattern])
-    tags.set(Tag.CFARepeatPatternDim, list(dims))
-    tags.set(Tag.CFAPattern, list(codes))
-    if black is not None:
-        tags.set(Tag.BlackLevelRepeatDim, [2, 2])
-        tags.set(Tag.BlackLevel, list(black))
-    if white is not None:
-        tags.set(Tag.WhiteLevel, white)
-    if neutral is not None:
-        tags.set(Tag.AsShotNeutral, _rationals(neutral))
-    if xyz_to_camera is not None:
-        tags.set(Tag.ColorMatrix1, _rationals(xyz_to_camera))
-        tags.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
-    for tag, value in extra_tags:
-        tags.set(tag, value)
-    writer = pidng_core.RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    # convert() without a file name returns the bytes; with one it would force a lower-case suffix.
-    path.write_bytes(bytes(writer.convert(np.ascontiguousarray(mosaic, dtype=np.uint16))))
-    return path
+def write_dng(path, mosaic, pattern="RGGB", black=SITE_BLACK, white=4095, neutral=(0.5, 1.0, 0.8),
+              xyz_to_camera="srgb", cfa=None, extra_tags=()):  # fmt: skip
+    """This file's camera: 12-bit white level, per-site black levels, an sRGB-like colour matrix."""
+    return shared_write_dng(path, mosaic, pattern, black, white, neutral, xyz_to_camera, cfa, extra_tags)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from raw2logit.data.registry import sim_drone
 from raw2logit.data.sensor import DRONE_CAMERA
 from raw2logit.errors import InputError
 from raw2logit.isp import CameraParams
+from tests.dng import write_dng
 
 
 def read_source(base, intensity_folder="raw_scale100"):
@@ -351,32 +352,6 @@ def test_masks_are_paired_with_the_longest_matching_capture_stem(drone_folder):
 
 
 # --- DNG captures --------------------------------------------------------------------------------
-
-
-def write_dng(path, mosaic):
-    """An uncompressed 16-bit RGGB CFA DNG written with pidng."""
-    from pidng.core import RAW2DNG
-    from pidng.defs import PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
-
-    height, width = mosaic.shape
-    tags = DNGTags()
-    for tag, value in (
-        (Tag.ImageWidth, width),
-        (Tag.ImageLength, height),
-        (Tag.TileWidth, width),
-        (Tag.TileLength, height),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1),
-        (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, [0, 1, 1, 2]),
-        (Tag.WhiteLevel, 65535),
-    ):
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    path.write_bytes(bytes(writer.convert(np.ascontiguousarray(mosaic, dtype=np.uint16))))
 
 
 def test_dng_captures_are_tiled(drone_folder):
