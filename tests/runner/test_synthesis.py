@@ -89,7 +89,7 @@ def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
 
     The images are larger than elsewhere so that a cell trains for seconds and the signal lands in it.
     """
-    args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=12",
+    args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=20",
             "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
             f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
     process = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
