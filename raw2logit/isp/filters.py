@@ -110,11 +110,6 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") ->
     return filtered.reshape(batch, outputs, height, width)
 
 
-def convolve2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
-    """Convolve as ``scipy.ndimage.convolve`` (the kernel flipped, then correlated); see ``correlate2d``."""
-    return correlate2d(x, kernel.flip(-2, -1), mode)
-
-
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float64) -> torch.Tensor:
     """Normalised 1-D Gaussian of radius ``int(truncate * sigma + 0.5)``, as scipy.ndimage builds it."""
     radius = int(truncate * float(sigma) + 0.5)
@@ -169,89 +164,3 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     smallest_max = torch.minimum(torch.minimum(a, b), c)
     median_of_medians = _median3(*columns(column_median))
     return _median3(largest_min, median_of_medians, smallest_max)
-
-
-def _shifted(padded: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
-    return padded.narrow(dim, start, length)
-
-
-def correlate1d(
-    x: torch.Tensor, weights: tuple[float, ...], dim: int = -1, mode: str = "reflect"
-) -> torch.Tensor:
-    """1-D correlation along ``dim`` (-1 or -2), as ``scipy.ndimage.correlate1d``.
-
-    Shifted slices replace the convolution (faster for a few taps), and the floating-point
-    operations follow scipy's order term by term (pairing symmetric taps first), so float64
-    results are bitwise equal to scipy's. Zero taps are skipped (adding zero changes nothing).
-    Menon (2007) needs this: its directional decision compares sums that tie exactly in real
-    images, and only identical arithmetic resolves the ties as the reference does.
-
-    Args:
-        x: tensor of shape (*, H, W).
-        weights: odd number of taps.
-    """
-    size = len(weights)
-    if size % 2 == 0:
-        raise InputError(f"correlate1d needs an odd number of taps, got {size}.")
-    half = size // 2
-    pad = (half, half, 0, 0) if dim in (-2, x.dim() - 2) else (0, 0, half, half)
-    padded = pad2d(x, pad, mode)
-    length = x.shape[dim]
-
-    def tap(offset):
-        return _shifted(padded, dim, half + offset, length)
-
-    symmetric = all(weights[half + i] == weights[half - i] for i in range(1, half + 1))
-    antisymmetric = all(weights[half + i] == -weights[half - i] for i in range(1, half + 1))
-    if symmetric or antisymmetric:
-        out = tap(0) * weights[half] if weights[half] else None
-        for offset in range(-half, 0):
-            weight = weights[half + offset]
-            if weight:
-                pair = tap(offset) + tap(-offset) if symmetric else tap(offset) - tap(-offset)
-                out = pair * weight if out is None else out + pair * weight
-    else:  # scipy starts from the last tap, then adds the others left to right
-        out = tap(half) * weights[-1]
-        for offset in range(-half, half):
-            if weights[half + offset]:
-                out = out + tap(offset) * weights[half + offset]
-    return out if out is not None else torch.zeros_like(x)
-
-
-def convolve1d(
-    x: torch.Tensor, weights: tuple[float, ...], dim: int = -1, mode: str = "reflect"
-) -> torch.Tensor:
-    """1-D convolution as ``scipy.ndimage.convolve1d`` (odd number of taps); see ``correlate1d``."""
-    return correlate1d(x, tuple(reversed(weights)), dim, mode)
-
-
-def correlate_sparse2d(
-    x: torch.Tensor, kernel: tuple[tuple[float, ...], ...], mode: str = "constant"
-) -> torch.Tensor:
-    """2-D correlation with a small sparse kernel, as ``scipy.ndimage.correlate``.
-
-    Sums the non-zero taps in raster order, as scipy does, so float64 results are bitwise equal.
-
-    Args:
-        x: tensor of shape (*, H, W).
-        kernel: odd-sized nested tuple of floats.
-    """
-    kh, kw = len(kernel), len(kernel[0])
-    padded = pad2d(x, (kh // 2, kh // 2, kw // 2, kw // 2), mode)
-    height, width = x.shape[-2:]
-    out = None
-    for row in range(kh):
-        for col in range(kw):
-            weight = kernel[row][col]
-            if weight:
-                term = padded[..., row : row + height, col : col + width] * weight
-                out = term if out is None else out + term
-    return out if out is not None else torch.zeros_like(x)
-
-
-def convolve_sparse2d(
-    x: torch.Tensor, kernel: tuple[tuple[float, ...], ...], mode: str = "constant"
-) -> torch.Tensor:
-    """2-D convolution as ``scipy.ndimage.convolve`` (the kernel flipped); see ``correlate_sparse2d``."""
-    flipped = tuple(tuple(reversed(row)) for row in reversed(kernel))
-    return correlate_sparse2d(x, flipped, mode)
