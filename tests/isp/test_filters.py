@@ -14,7 +14,7 @@ from torch.autograd import gradcheck
 from raw2logit.errors import InputError
 from raw2logit.isp import filters
 from raw2logit.isp.colour import rgb_to_yuv, yuv_to_rgb
-from raw2logit.isp.demosaic import lattice
+from raw2logit.isp.demosaic import lattice, menon2007
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import SHARPEN_KERNEL, sharpen_filter, unsharp_mask
 
@@ -66,19 +66,13 @@ def test_pad2d_unknown_mode_names_it():
 
 # -- Bayer sub-lattice filters (Menon 2007): bitwise equal to scipy.ndimage in float64 -------------
 
+# The very taps and window Menon (2007) uses.
 WEIGHTS_1D = {
-    "menon_h0": (0.0, 0.5, 0.0, 0.5, 0.0),
-    "menon_h1": (-0.25, 0.0, 0.5, 0.0, -0.25),
-    "menon_fir": (1 / 3, 1 / 3, 1 / 3),
-    "menon_kb": (0.5, 0.0, 0.5),
+    "menon_h0": menon2007.H_0,
+    "menon_h1": menon2007.H_1,
+    "menon_fir": menon2007.FIR,
+    "menon_kb": menon2007.K_B,
 }
-MENON_WINDOW = (
-    (0.0, 0.0, 1.0, 0.0, 1.0),
-    (0.0, 0.0, 0.0, 1.0, 0.0),
-    (0.0, 0.0, 3.0, 0.0, 3.0),
-    (0.0, 0.0, 0.0, 1.0, 0.0),
-    (0.0, 0.0, 1.0, 0.0, 1.0),
-)
 
 
 @pytest.mark.parametrize("size", [(8, 10), (2, 4), (6, 2)])
@@ -101,7 +95,9 @@ def test_lattice_filter1d_refuses_asymmetric_taps():
         lattice.filter1d(padded, (0, 0), (0.1, 0.2, 0.7), True)
 
 
-@pytest.mark.parametrize("kernel", [MENON_WINDOW, tuple(zip(*MENON_WINDOW))], ids=["window", "transposed"])
+@pytest.mark.parametrize(
+    "kernel", [menon2007.DECISION_WINDOW, menon2007.DECISION_WINDOW_T], ids=["window", "transposed"]
+)
 def test_lattice_convolve_sparse_bitwise_equal_scipy(kernel):
     image = random_images((2, 10, 12), seed=2)
     padded = lattice.pad(lattice.split(torch.from_numpy(image)), "constant")
