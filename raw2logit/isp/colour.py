@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # scikit-image's rgb2yuv matrix (ITU-R BT.601 luma); its inverse is computed in float64.
@@ -15,6 +17,7 @@ YUV_FROM_RGB = torch.tensor(
 )
 RGB_FROM_YUV = torch.linalg.inv(YUV_FROM_RGB)
 GAMMA_FLOOR = 1e-30
+LN2 = math.log(2.0)
 # yuv2rgb adds Y to every channel with weight 1 (to 2e-16): RGB = chroma + Y, where chroma is what U
 # and V contribute. Sharpening and denoising change only Y, so the pipelines carry (Y, chroma).
 assert torch.allclose(RGB_FROM_YUV[:, 0], torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
@@ -68,6 +71,21 @@ def split_luma(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return luma, rgb - luma
 
 
+def colour_to_luma(
+    rgb: torch.Tensor, gains: torch.Tensor, colour_matrix: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split_luma(colour_correction(white_balance(rgb, gains), colour_matrix))`` in one pass.
+
+    All three are linear: M = colour_matrix @ diag(gains) gives the colour, its YUV luma row y = Y M
+    and the chroma rows M - y, so one (4, 3) matrix product yields (Y, chroma), about 3x faster
+    than the three stages apart. Equal to them to rounding.
+    """
+    matrix = colour_matrix * gains.view(1, 3).to(colour_matrix.dtype)
+    luma_row = YUV_FROM_RGB[:1].to(matrix.device, matrix.dtype) @ matrix
+    luma_chroma = colour_transform(rgb, torch.cat((luma_row, matrix - luma_row)))
+    return luma_chroma[:, :1], luma_chroma[:, 1:]
+
+
 def merge_luma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     """(Y, chroma) -> RGB, the inverse of ``split_luma``."""
     return chroma + luma
@@ -90,15 +108,24 @@ def gamma_correction(
     Returns:
         image of shape (B, 3, H, W) in [0, 1].
     """
-    exponent = (1.0 / gamma).to(rgb.dtype) if isinstance(gamma, torch.Tensor) else 1.0 / gamma
-    # 2 ** (log2(x) / gamma) is x ** (1 / gamma): vectorised log2 and exp2 are about 3x faster
-    # than pow on CPU. Without autograd the chain runs in place (no new buffers).
+    exponent = (LN2 / gamma).to(rgb.dtype) if isinstance(gamma, torch.Tensor) else LN2 / gamma
+    # exp(log2(x) * ln 2 / gamma) is x ** (1 / gamma): on CPU torch's vectorised log2 and exp
+    # together are about 8x faster than pow (and log is not vectorised: log2 is). Without
+    # autograd the chain runs in place (no new buffers).
     if torch.is_grad_enabled() and (
         rgb.requires_grad or (isinstance(gamma, torch.Tensor) and gamma.requires_grad)
     ):
-        return torch.exp2(torch.log2(rgb.clamp(GAMMA_FLOOR, 1.0)) * exponent)
+        return torch.exp(torch.log2(rgb.clamp(GAMMA_FLOOR, 1.0)) * exponent)
     clipped = rgb.clamp_(GAMMA_FLOOR, 1.0) if in_place else rgb.clamp(GAMMA_FLOOR, 1.0)
-    return clipped.log2_().mul_(exponent).exp2_()
+    return clipped.log2_().mul_(exponent).exp_()
+
+
+def gamma_of_luma(
+    luma: torch.Tensor, chroma: torch.Tensor, gamma: torch.Tensor | float = 2.2
+) -> torch.Tensor:
+    """``gamma_correction(merge_luma(luma, chroma), gamma)``, the last two steps of a pipeline, in
+    place on the merged image (a temporary) when no gradient is recorded."""
+    return gamma_correction(merge_luma(luma, chroma), gamma, in_place=True)
 
 
 TONE_CURVES = ("power", "srgb")

@@ -16,6 +16,8 @@ from raw2logit.errors import InputError
 
 PADDING_MODES = ("reflect", "mirror", "constant", "nearest")
 _CPU_GROUP_MULTIPLE = 16
+_CPU_MAX_GROUPS = 96
+_MEDIAN_CPU_IMAGES = 2  # images per chunk of the median's passes on CPU (256x256: ~0.5 MB each)
 
 
 def _boundary_indices(size: int, before: int, after: int, mode: str, device) -> torch.Tensor:
@@ -49,14 +51,40 @@ def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect"
     top, bottom, left, right = pad
     if mode == "constant":
         return F.pad(x, (left, right, top, bottom))
-    if x.dim() == 4 and (mode == "nearest" or (mode == "reflect" and max(pad) <= 1)):
-        # One sample of scipy's reflect is the edge itself: torch's native replicate padding.
-        return F.pad(x, (left, right, top, bottom), mode="replicate")
+    if mode not in PADDING_MODES:
+        raise InputError(f"Unknown padding mode {mode!r}; expected one of {', '.join(PADDING_MODES)}.")
+    height, width = x.shape[-2:]
+    narrow = max(top, bottom) < height and max(left, right) < width
+    if x.dim() in (3, 4) and (mode == "nearest" or narrow):
+        # torch's native pads write every value once, about 4x faster than concatenating flipped
+        # slices. scipy's mirror is torch's reflect; scipy's reflect repeats the edge sample, so
+        # it is torch's replicate with the strips beyond the first sample copied in flipped.
+        padded = F.pad(x, (left, right, top, bottom), mode="reflect" if mode == "mirror" else "replicate")
+        if mode == "reflect":
+            _reflect_strips(padded, x, pad)
+        return padded
     if top or bottom:
         x = _pad_dim(x, -2, top, bottom, mode)
     if left or right:
         x = _pad_dim(x, -1, left, right, mode)
     return x
+
+
+def _reflect_strips(padded: torch.Tensor, x: torch.Tensor, pad: tuple[int, int, int, int]) -> None:
+    """Overwrite the replicate-padded strips of ``padded`` with scipy's reflect (d c b a | a b c d)."""
+    top, bottom, left, right = pad
+    height, width = x.shape[-2:]
+    rows = slice(top, top + height)
+    if left > 1:
+        padded[..., rows, :left] = x[..., :, :left].flip(-1)
+    if right > 1:
+        padded[..., rows, left + width :] = x[..., :, width - right :].flip(-1)
+    # Rows last, copied from rows already padded left and right, so the corners are right too.
+    if top > 1:
+        padded[..., :top, :] = padded[..., top : 2 * top, :].flip(-2)
+    if bottom > 1:
+        end = top + height
+        padded[..., end:, :] = padded[..., end - bottom : end, :].flip(-2)
 
 
 def _pad_dim(x: torch.Tensor, dim: int, before: int, after: int, mode: str) -> torch.Tensor:
@@ -88,7 +116,7 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") ->
         filtered images of shape (B, K, H, W) (K = C for a 2-D kernel), differentiable in ``x``
         and ``kernel``.
     """
-    batch, channels, height, width = x.shape
+    channels = x.shape[1]
     if kernel.dim() == 2:
         kernel = kernel.expand(channels, *kernel.shape)
     outputs, kh, kw = kernel.shape
@@ -97,17 +125,54 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") ->
             f"Kernel must have odd size and a multiple of {channels} filters, got shape {tuple(kernel.shape)}."
         )
     padded = pad2d(x, (kh // 2, kh // 2, kw // 2, kw // 2), mode)
-    groups = batch * channels
-    folded = padded.reshape(1, groups, *padded.shape[-2:])
-    weight = kernel.to(x.dtype).unsqueeze(1).repeat(batch, 1, 1, 1)
-    spare = -groups % _CPU_GROUP_MULTIPLE if x.device.type == "cpu" else 0
-    if spare:
-        # oneDNN's depthwise kernels vectorise over 16 channels: with 8 groups a convolution is
-        # about 8x slower per image than with 16. Zero groups round the count up.
-        folded = torch.cat((folded, folded.new_zeros(1, spare, *folded.shape[-2:])), dim=1)
-        weight = torch.cat((weight, weight.new_zeros(spare * (outputs // channels), *weight.shape[1:])))
-    filtered = F.conv2d(folded, weight, groups=groups + spare)[:, : batch * outputs]
-    return filtered.reshape(batch, outputs, height, width)
+    return correlate_valid(padded, kernel)
+
+
+def correlate_valid(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Correlate padded images with (K, kh, kw) kernels, keeping only fully covered outputs.
+
+    Args:
+        padded: (B, C, H', W') images; input channel c feeds kernels c*K/C ... (c+1)*K/C - 1.
+        kernel: (K, kh, kw), K a multiple of C.
+
+    Returns:
+        (B, K, H' - kh + 1, W' - kw + 1).
+    """
+    batch, channels, height, width = padded.shape
+    per_channel = kernel.shape[0] // channels
+    if per_channel > 1:
+        # Several outputs per channel in one depthwise call cost about 2x more than one call each.
+        return torch.stack(
+            [correlate_valid(padded[:, k // per_channel, None], kernel[k, None]).squeeze(1)
+             for k in range(kernel.shape[0])],
+            dim=1,
+        )  # fmt: skip
+    weights = kernel.to(padded.dtype).repeat(batch, 1, 1)
+    filtered = _depthwise(padded.reshape(batch * channels, height, width), weights)
+    return filtered.view(batch, channels, *filtered.shape[-2:])
+
+
+def _depthwise(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """(N, H', W') images, each with its own (kh, kw) kernel of ``kernels`` (N, kh, kw), as one
+    depthwise convolution with the images as channels: on CPU about 20x faster than a
+    convolution with one input channel.
+
+    oneDNN's CPU depthwise kernels vectorise over 16 channels and slow down 3-4x per image once a
+    call spans more than ~100 channels (at 256x256): on CPU the images go in chunks of at most
+    96, a remainder rounded up to a multiple of 16 with zero images.
+    """
+    weights = kernels.unsqueeze(1)
+    if images.device.type != "cpu":
+        return F.conv2d(images.unsqueeze(0), weights, groups=images.shape[0])[0]
+    outputs = []
+    for chunk, weight in zip(images.split(_CPU_MAX_GROUPS), weights.split(_CPU_MAX_GROUPS)):
+        groups = chunk.shape[0]
+        spare = -groups % _CPU_GROUP_MULTIPLE
+        if spare:
+            chunk = torch.cat((chunk, chunk.new_zeros(spare, *chunk.shape[1:])))
+            weight = torch.cat((weight, weight.new_zeros(spare, *weight.shape[1:])))
+        outputs.append(F.conv2d(chunk.unsqueeze(0), weight, groups=groups + spare)[0, :groups])
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float64) -> torch.Tensor:
@@ -127,9 +192,13 @@ def gaussian_filter2d(
         x: images of shape (B, C, H, W).
         sigma: standard deviation in pixels; the kernel spans ``2 * int(truncate * sigma + 0.5) + 1`` taps.
     """
-    kernel = gaussian_kernel1d(sigma, truncate).to(x.device, x.dtype)
-    x = correlate2d(x, kernel.view(-1, 1), mode)
-    return correlate2d(x, kernel.view(1, -1), mode)
+    taps = gaussian_kernel1d(sigma, truncate).to(x.device, x.dtype)
+    radius = taps.numel() // 2
+    # Padding both axes first and filtering with no further padding is scipy's rows-then-columns
+    # exactly: filtering along one axis commutes with padding along the other. One pad, not two.
+    padded = pad2d(x, (radius, radius, radius, radius), mode)
+    rows = correlate_valid(padded, taps.view(1, -1, 1).expand(x.shape[1], -1, -1))
+    return correlate_valid(rows, taps.view(1, 1, -1).expand(x.shape[1], -1, -1))
 
 
 def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -142,13 +211,23 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     Sorting each column of three first, the median of nine is the median of (the largest column
     minimum, the median of the column medians, the smallest column maximum). That takes 18 min/max
     passes instead of sorting nine values per pixel (about 20x faster than ``unfold`` + ``median``),
-    and is differentiable almost everywhere.
+    and is differentiable almost everywhere. On CPU the passes run a few images at a time, so the
+    intermediates stay in the cores' caches (about 1.5x faster than whole-batch passes).
 
     Args:
-        x: images of shape (*, H, W).
+        x: images of shape (B, ..., H, W).
     """
     padded = pad2d(x, (1, 1, 1, 1), mode)
-    height, width = x.shape[-2:]
+    if x.device.type != "cpu" or x.dim() < 3 or x.shape[0] <= _MEDIAN_CPU_IMAGES:
+        return _median9(padded)
+    out = x.new_empty(x.shape)
+    for start in range(0, x.shape[0], _MEDIAN_CPU_IMAGES):
+        out[start : start + _MEDIAN_CPU_IMAGES] = _median9(padded[start : start + _MEDIAN_CPU_IMAGES])
+    return out
+
+
+def _median9(padded: torch.Tensor) -> torch.Tensor:
+    height, width = padded.shape[-2] - 2, padded.shape[-1] - 2
     top, middle, bottom = (padded[..., i : i + height, :] for i in range(3))
     low, high = torch.minimum(top, middle), torch.maximum(top, middle)
     column_min = torch.minimum(low, bottom)

@@ -198,7 +198,7 @@ class ParametrizedPipeline(nn.Module):
                    document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
 
     # -- processing -----------------------------------------------------------------------
-    def _steps(self, dtype: torch.dtype):
+    def _steps(self, dtype: torch.dtype, stages: bool = False):
         if self._demosaic == "bi":
             demosaic = lambda cfa, pattern, dtype: demosaic_planes(cfa, pattern, self.demosaic, dtype)
         else:
@@ -218,6 +218,7 @@ class ParametrizedPipeline(nn.Module):
             self.gamma,
             dtype,
             self.tone_curve,
+            stages,
         )
 
     def extra_repr(self) -> str:
@@ -232,7 +233,7 @@ class ParametrizedPipeline(nn.Module):
         """Intermediate stages, stage name -> tensor; ``"normalized"`` is added with ``normalize_output``."""
         check_raw(raw)
         stages: dict[str, torch.Tensor] = {}
-        view = run_steps(raw, self._steps(raw.dtype), stages)
+        view = run_steps(raw, self._steps(raw.dtype, stages=True), stages)
         if self.output_norm is not None:
             stages["normalized"] = self.output_norm(view)
         return stages

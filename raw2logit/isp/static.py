@@ -26,7 +26,8 @@ from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.colour import (
     TONE_CURVES,
     colour_correction,
-    gamma_correction,
+    colour_to_luma,
+    gamma_of_luma,
     merge_luma,
     split_luma,
     srgb_encode,
@@ -118,6 +119,7 @@ def build_steps(
     gamma: torch.Tensor | float,
     dtype: torch.dtype = torch.float32,
     tone_curve: str = "power",
+    stages: bool = False,
 ) -> list[Step]:
     """The step sequence shared by static and parametrized pipelines (Eq. 5).
 
@@ -126,13 +128,23 @@ def build_steps(
     The black-level-corrected mosaic is kept in float64 (one subtraction): Menon's directional
     decision must compare the very values the reference compares. Everything after the
     demosaic runs in ``dtype``. ``tone_curve`` is the paper's ``"power"`` law ``x ** (1/gamma)``
-    or ``"srgb"`` (the sRGB curve; ``gamma`` is then unused).
+    or ``"srgb"`` (the sRGB curve; ``gamma`` is then unused). With ``stages`` every stage is
+    its own step (for ``forward_stages``); without, white balance, colour correction and the
+    luma split are one (4, 3) matrix product (equal to rounding).
     """
     if tone_curve not in TONE_CURVES:
         raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
     demosaic_key, demosaic_fn = demosaic
     sharpen_key, sharpen_fn = sharpen
     denoise_key, denoise_fn = denoise
+    if stages:
+        colour = [
+            Step("white_balance", lambda rgb: white_balance(rgb, white_balance_gains), "white_balance"),
+            Step("colour_correction", lambda rgb: colour_correction(rgb, colour_matrix), "colour_correction"),
+            Step("luma", split_luma),
+        ]
+    else:
+        colour = [Step("colour", lambda rgb: colour_to_luma(rgb, white_balance_gains, colour_matrix))]
     return [
         Step(
             "black_level",
@@ -140,20 +152,18 @@ def build_steps(
             "black_level",
         ),
         Step(f"demosaic:{demosaic_key}", lambda cfa: demosaic_fn(cfa, pattern, dtype=dtype), "demosaic"),
-        Step("white_balance", lambda rgb: white_balance(rgb, white_balance_gains), "white_balance"),
-        Step("colour_correction", lambda rgb: colour_correction(rgb, colour_matrix), "colour_correction"),
-        Step("luma", split_luma),
+        *colour,
         Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", on_luma=True),
         Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", on_luma=True),
-        Step("rgb", lambda state: merge_luma(*state)),
-        Step("gamma", lambda rgb: gamma_correction(rgb, gamma, in_place=True), "gamma")
+        Step("gamma", lambda state: gamma_of_luma(*state, gamma), "gamma")
         if tone_curve == "power"
-        else Step("gamma:srgb", srgb_encode, "gamma"),
+        else Step("gamma:srgb", lambda state: srgb_encode(merge_luma(*state)), "gamma"),
     ]
 
 
 def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = None) -> torch.Tensor:
-    """Apply ``steps`` in order; if ``stages`` is a dict, fill it with stage name -> RGB output."""
+    """Apply ``steps`` in order; if ``stages`` is a dict, fill it with stage name -> RGB output
+    (build the steps with ``stages=True`` for every stage)."""
     x = raw
     if stages is not None:
         stages["raw"] = raw
@@ -183,7 +193,9 @@ def run_shared_prefix(raw: torch.Tensor, pipelines: Sequence[Sequence[Step]]) ->
         yield x
 
 
-def _static_steps(name: str, pattern: str, camera: dict[str, torch.Tensor], dtype: torch.dtype) -> list[Step]:
+def _static_steps(
+    name: str, pattern: str, camera: dict[str, torch.Tensor], dtype: torch.dtype, stages: bool = False
+) -> list[Step]:
     demosaic, sharpen, denoise = parse_pipeline_name(name)
     return build_steps(
         pattern,
@@ -195,6 +207,7 @@ def _static_steps(name: str, pattern: str, camera: dict[str, torch.Tensor], dtyp
         (denoise, DENOISE_METHODS[denoise]),
         GAMMA,
         dtype,
+        stages=stages,
     )
 
 
@@ -268,9 +281,8 @@ class StaticPipeline(_CameraModule):
                 for stage in STAGE_NAMES
             }
         stages: dict[str, torch.Tensor] = {}
-        run_steps(
-            raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype), stages
-        )
+        steps = _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype, stages=True)
+        run_steps(raw, steps, stages)
         return stages
 
     def extra_repr(self) -> str:

@@ -93,9 +93,12 @@ def test_pipeline_float32_matches_reference(pattern, name, raw_images, cameras):
         the ``denoise`` values clipped to [0, 1]: x ** p is p-Hölder for p < 1
         (|a**p - b**p| <= |a - b|**p), so this is the most the gamma can amplify the pre-gamma
         error (1e-6 for float32 rounding of the power itself);
-    (iii) at most 1 output value in 10,000 (``LARGE_ERROR_FRACTION``) exceeds 1e-4.
+    (iii) at most 1 output value in 10,000 (``LARGE_ERROR_FRACTION``) exceeds 1e-4;
+    (iv) ``forward()`` (white balance, colour correction and luma split fused into one matrix
+        product) is within 1e-4 wherever the reference's pre-gamma value is above 1e-5, and
+        obeys (iii) as well.
     """
-    large, total = 0, 0
+    large, forward_large, total = 0, 0, 0
     for camera_name, camera in cameras(pattern).items():
         pipeline = StaticPipeline(name, camera)
         for image_name, raw in raw_images(pattern).items():
@@ -109,9 +112,14 @@ def test_pipeline_float32_matches_reference(pattern, name, raw_images, cameras):
             error = np.abs(hwc(view) - expected["gamma"])
             bound = gamma_aware_bound(pre_t, pre_ref, FLOAT32_ATOL, 1e-6)
             assert np.all(error <= bound), f"{where}: worst excess {np.max(error - bound):.3g}"
+            forward_error = np.abs(hwc(pipeline(batch(raw))) - expected["gamma"])
+            away_from_zero = np.clip(pre_ref, 0, 1) > 1e-5
+            assert forward_error[away_from_zero].max() <= FLOAT32_ATOL, where
             large += int(np.count_nonzero(error > FLOAT32_ATOL))
+            forward_large += int(np.count_nonzero(forward_error > FLOAT32_ATOL))
             total += error.size
     assert large / total <= LARGE_ERROR_FRACTION, f"{large} of {total} values exceed {FLOAT32_ATOL}"
+    assert forward_large / total <= LARGE_ERROR_FRACTION, f"forward(): {forward_large} of {total}"
 
 
 def test_pipeline_output_range_and_batching():

@@ -17,8 +17,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from raw2logit.errors import InputError
+from raw2logit.isp.camera import check_pattern
 from raw2logit.isp.filters import _boundary_indices
 
 SITES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -26,8 +28,27 @@ Site = tuple[int, int]
 Field = dict[Site, "torch.Tensor | None"]
 
 
+def bayer_sites(pattern: str) -> dict[str, Site]:
+    """Site classes (row parity, column parity): R, B, G1 (green in red rows), G2 (green in blue rows)."""
+    index = check_pattern(pattern).index("R")
+    red = (index // 2, index % 2)
+    return {
+        "R": red,
+        "B": (1 - red[0], 1 - red[1]),
+        "G1": (red[0], 1 - red[1]),
+        "G2": (1 - red[0], red[1]),
+    }
+
+
+def sites_of(image: torch.Tensor) -> Field:
+    """(B, H, W) image -> field of strided views of its four sub-lattices (no copy)."""
+    batch, height, width = image.shape
+    blocks = image.view(batch, height // 2, 2, width // 2, 2)
+    return {(a, b): blocks[:, :, a, :, b] for a, b in SITES}
+
+
 def split(cfa: torch.Tensor) -> Field:
-    """(B, H, W) mosaic -> field of its four (B, H/2, W/2) sub-lattices."""
+    """(B, H, W) mosaic -> field of its four (B, H/2, W/2) sub-lattices, each contiguous."""
     batch, height, width = cfa.shape
     planes = cfa.reshape(batch, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3).contiguous()
     return {(a, b): planes[:, a, b] for a, b in SITES}
@@ -35,11 +56,21 @@ def split(cfa: torch.Tensor) -> Field:
 
 def merge(field: Field) -> torch.Tensor:
     """Field of four (B, h, w) sub-lattices -> (B, 2h, 2w) image."""
-    reference = next(plane for plane in field.values() if plane is not None)
-    planes = [field[site] if field[site] is not None else torch.zeros_like(reference) for site in SITES]
+    return assemble([field])[:, 0]
+
+
+def assemble(channels: list[Field]) -> torch.Tensor:
+    """C fields of (B, h, w) sub-lattices -> (B, C, 2h, 2w) image, every value written once."""
+    reference = next(plane for field in channels for plane in field.values() if plane is not None)
     batch, height, width = reference.shape
-    stacked = torch.stack(planes, dim=1).view(batch, 2, 2, height, width)
-    return stacked.permute(0, 3, 1, 4, 2).reshape(batch, 2 * height, 2 * width)
+    out = reference.new_empty(batch, len(channels), height, 2, width, 2)
+    for channel, field in enumerate(channels):
+        for (a, b), plane in field.items():
+            if plane is None:
+                out[:, channel, :, a, :, b] = 0
+            else:
+                out[:, channel, :, a, :, b] = plane
+    return out.view(batch, len(channels), 2 * height, 2 * width)
 
 
 @lru_cache(maxsize=256)
@@ -63,23 +94,24 @@ def _source(size: int, parity: int, mode: str) -> tuple[int | None, int | None]:
 
 
 def _pad_plane(plane: torch.Tensor, row_parity: int, col_parity: int, mode: str) -> torch.Tensor:
-    """Pad one sub-lattice by one element per side (copies into a preallocated tensor: several
-    times faster than concatenating along the last dimension)."""
+    """Pad one sub-lattice by one element per side.
+
+    torch's native pad writes every value once; where the full-resolution ``mirror`` lands on the
+    second sample of the sub-lattice instead of its edge, that row or column is copied over after.
+    """
     height, width = plane.shape[-2:]
+    if mode == "constant":
+        return F.pad(plane, (1, 1, 1, 1))
     top, bottom = _source(height, row_parity, mode)
     left, right = _source(width, col_parity, mode)
-    out = plane.new_zeros(*plane.shape[:-2], height + 2, width + 2)
-    out[..., 1:-1, 1:-1] = plane
-    for row, source_row in ((0, top), (-1, bottom)):
-        if source_row is not None:
-            out[..., row, 1:-1] = plane[..., source_row, :]
-    for col, source_col in ((0, left), (-1, right)):
-        if source_col is not None:
-            out[..., 1:-1, col] = plane[..., :, source_col]
-    for row, source_row in ((0, top), (-1, bottom)):
-        for col, source_col in ((0, left), (-1, right)):
-            if source_row is not None and source_col is not None:
-                out[..., row, col] = plane[..., source_row, source_col]
+    out = F.pad(plane, (1, 1, 1, 1), mode="replicate")
+    # Columns first over every row, then whole rows: the corners come out right as well.
+    for col, source in ((0, left), (width + 1, right)):
+        if source != (0 if col == 0 else width - 1):
+            out[..., :, col] = out[..., :, 1 + source]
+    for row, source in ((0, top), (height + 1, bottom)):
+        if source != (0 if row == 0 else height - 1):
+            out[..., row, :] = out[..., 1 + source, :]
     return out
 
 
@@ -105,6 +137,17 @@ def at(padded: Field, site: Site, dy: int, dx: int) -> torch.Tensor | None:
     return plane[..., 1 + shift_row : 1 + shift_row + height, 1 + shift_col : 1 + shift_col + width]
 
 
+def select(mask: torch.Tensor, if_one: torch.Tensor, if_zero: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask == 1, if_one, if_zero)`` for a 0/1 float ``mask``, exactly.
+
+    ``torch.lerp(if_zero, if_one, w)`` is computed as ``if_zero + w * d`` for w < 0.5 and as
+    ``if_one - d * (1 - w)`` otherwise (d = if_one - if_zero), so w = 0 and w = 1 return the
+    inputs bit for bit (for finite values); gradients are those of ``where``. On CPU it is
+    about 7x faster than ``torch.where``, whose bool-condition kernel is not vectorised.
+    """
+    return torch.lerp(if_zero, if_one, mask)
+
+
 def _add(x, y):
     if x is None:
         return y
@@ -112,7 +155,8 @@ def _add(x, y):
 
 
 def _scaled(x, weight):
-    return None if x is None else x * weight
+    # x * 1.0 is x exactly: skip the pass (the decision window is mostly ones).
+    return None if x is None else x if weight == 1 else x * weight
 
 
 def filter1d(padded: Field, site: Site, taps: tuple[float, ...], horizontal: bool) -> torch.Tensor:

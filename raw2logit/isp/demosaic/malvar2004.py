@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from raw2logit.isp.camera import bayer_masks
-from raw2logit.isp.filters import correlate2d
+from raw2logit.isp.demosaic import lattice
+from raw2logit.isp.filters import correlate_valid, pad2d
 
 # Kernels as in the paper, scaled by 1/8. All four are point-symmetric, so correlation equals
 # the convolution the reference uses.
@@ -54,16 +54,6 @@ def malvar2004_kernels(dtype=torch.float32, device=None) -> torch.Tensor:
     return kernels.to(device, dtype)
 
 
-def site_masks(pattern: str, height: int, width: int, device=None) -> tuple[torch.Tensor, ...]:
-    """Boolean (H, W) masks: R, G, B sites, then red rows, red columns, blue rows, blue columns."""
-    red, green, blue = bayer_masks(pattern, height, width, device, torch.bool)
-    red_rows = red.any(dim=1, keepdim=True).expand_as(red).contiguous()
-    red_cols = red.any(dim=0, keepdim=True).expand_as(red).contiguous()
-    blue_rows = blue.any(dim=1, keepdim=True).expand_as(blue).contiguous()
-    blue_cols = blue.any(dim=0, keepdim=True).expand_as(blue).contiguous()
-    return red, green, blue, red_rows, red_cols, blue_rows, blue_cols
-
-
 def demosaic_malvar2004(
     cfa: torch.Tensor, pattern: str = "RGGB", dtype: torch.dtype | None = None
 ) -> torch.Tensor:
@@ -78,19 +68,17 @@ def demosaic_malvar2004(
         RGB image of shape (B, 3, H, W), not clipped.
     """
     cfa = cfa.to(dtype or cfa.dtype)
-    red_m, green_m, blue_m, red_rows, red_cols, blue_rows, blue_cols = site_masks(
-        pattern, *cfa.shape[-2:], cfa.device
+    padded = pad2d(cfa.unsqueeze(1), (2, 2, 2, 2), mode="reflect")
+    kernels = malvar2004_kernels(cfa.dtype, cfa.device)
+    # Each filter's output is kept only at the sites that need it: the channels are assembled
+    # from sub-lattice views, every value written once (no masks, no ``where`` per rule).
+    green_at_rb, row, column, diagonal = (
+        lattice.sites_of(correlate_valid(padded, kernels[k, None])[:, 0]) for k in range(4)
     )
-    filtered = correlate2d(cfa.unsqueeze(1), malvar2004_kernels(cfa.dtype, cfa.device))
-    green_at_rb, row_neighbours, column_neighbours, diagonal = filtered.unbind(1)
-
-    green = torch.where(green_m, cfa, green_at_rb)
-    red = torch.where(red_m, cfa, 0.0)
-    blue = torch.where(blue_m, cfa, 0.0)
-    red = torch.where(red_rows & blue_cols, row_neighbours, red)
-    red = torch.where(blue_rows & red_cols, column_neighbours, red)
-    blue = torch.where(blue_rows & red_cols, row_neighbours, blue)
-    blue = torch.where(red_rows & blue_cols, column_neighbours, blue)
-    red = torch.where(blue_rows & blue_cols, diagonal, red)
-    blue = torch.where(red_rows & red_cols, diagonal, blue)
-    return torch.stack((red, green, blue), dim=1)
+    mosaic = lattice.sites_of(cfa)
+    sites = lattice.bayer_sites(pattern)
+    R, B, G1, G2 = sites["R"], sites["B"], sites["G1"], sites["G2"]  # G1: green in red rows
+    red = {R: mosaic[R], G1: row[G1], G2: column[G2], B: diagonal[B]}
+    green = {R: green_at_rb[R], G1: mosaic[G1], G2: mosaic[G2], B: green_at_rb[B]}
+    blue = {R: diagonal[R], G1: column[G1], G2: row[G2], B: mosaic[B]}
+    return lattice.assemble([red, green, blue])

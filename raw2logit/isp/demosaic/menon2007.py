@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from raw2logit.isp.camera import check_pattern
 from raw2logit.isp.demosaic import lattice
-from raw2logit.isp.demosaic.lattice import at, convolve_sparse, filter1d
+from raw2logit.isp.demosaic.lattice import at, bayer_sites, convolve_sparse, filter1d, select
 
 H_0 = (0.0, 0.5, 0.0, 0.5, 0.0)
 H_1 = (-0.25, 0.0, 0.5, 0.0, -0.25)
@@ -32,18 +31,6 @@ DECISION_WINDOW = (
     (0.0, 0.0, 1.0, 0.0, 1.0),
 )
 DECISION_WINDOW_T = tuple(zip(*DECISION_WINDOW))
-
-
-def bayer_sites(pattern: str) -> dict[str, tuple[int, int]]:
-    """Site classes (row parity, column parity): R, B, G1 (green in red rows), G2 (green in blue rows)."""
-    index = check_pattern(pattern).index("R")
-    red = (index // 2, index % 2)
-    return {
-        "R": red,
-        "B": (1 - red[0], 1 - red[1]),
-        "G1": (red[0], 1 - red[1]),
-        "G2": (1 - red[0], red[1]),
-    }
 
 
 def _h(padded, site, taps):
@@ -76,7 +63,8 @@ def directional_decision(cfa: torch.Tensor, pattern: str):
 
     Returns:
         (green_horizontal, green_vertical, horizontal): dicts "R"/"B" -> (B, H/2, W/2) float64
-        tensors, ``horizontal`` boolean (True where the horizontal estimate is kept).
+        tensors, ``horizontal`` 1.0 where the horizontal estimate is kept and 0.0 elsewhere (a
+        selection mask for ``lattice.select``).
     """
     sites = bayer_sites(pattern)
     field = lattice.split(cfa.double())
@@ -97,7 +85,8 @@ def directional_decision(cfa: torch.Tensor, pattern: str):
     for name in ("R", "B"):
         d_h = convolve_sparse(gradients["h"], sites[name], DECISION_WINDOW)
         d_v = convolve_sparse(gradients["v"], sites[name], DECISION_WINDOW_T)
-        horizontal[name] = d_v >= d_h
+        # Written straight into a float mask: on CPU a bool tensor then a cast costs 2x more.
+        horizontal[name] = torch.ge(d_v.detach(), d_h.detach(), out=d_h.new_empty(d_h.shape))
     return green_h, green_v, horizontal
 
 
@@ -119,12 +108,13 @@ def demosaic_menon2007(
     dtype = dtype or cfa.dtype
     sites = bayer_sites(pattern)
     R, B, G1, G2 = sites["R"], sites["B"], sites["G1"], sites["G2"]
-    green_h, green_v, horizontal = directional_decision(cfa, pattern)
+    green_h, green_v, horizontal64 = directional_decision(cfa, pattern)
+    horizontal = {name: mask.to(dtype) for name, mask in horizontal64.items()}
     mosaic = lattice.split(cfa.to(dtype))
 
     green = {G1: mosaic[G1], G2: mosaic[G2]}
-    green[R] = torch.where(horizontal["R"], green_h["R"], green_v["R"]).to(dtype)
-    green[B] = torch.where(horizontal["B"], green_h["B"], green_v["B"]).to(dtype)
+    green[R] = select(horizontal64["R"], green_h["R"], green_v["R"]).to(dtype)
+    green[B] = select(horizontal64["B"], green_h["B"], green_v["B"]).to(dtype)
     red = {R: mosaic[R], G1: None, G2: None, B: None}
     blue = {B: mosaic[B], G1: None, G2: None, R: None}
 
@@ -139,19 +129,19 @@ def demosaic_menon2007(
 
     # Red at blue sites and blue at red sites, along the chosen direction.
     pr, pb = lattice.pad(red, "mirror"), lattice.pad(blue, "mirror")
-    red[B] = torch.where(
+    red[B] = select(
         horizontal["B"],
         blue[B] + _h(pr, B, K_B) - _h(pb, B, K_B),
         blue[B] + _v(pr, B, K_B) - _v(pb, B, K_B),
     )
-    blue[R] = torch.where(
+    blue[R] = select(
         horizontal["R"],
         red[R] + _h(pb, R, K_B) - _h(pr, R, K_B),
         red[R] + _v(pb, R, K_B) - _v(pr, R, K_B),
     )
     if refining_step:
         red, green, blue = _refine(red, green, blue, horizontal, sites)
-    return torch.stack((lattice.merge(red), lattice.merge(green), lattice.merge(blue)), dim=1)
+    return lattice.assemble([red, green, blue])
 
 
 def _difference(x: lattice.Field, y: lattice.Field) -> lattice.Field:
@@ -164,7 +154,7 @@ def _refine(red, green, blue, horizontal, sites):
 
     def along_decision(padded, name):
         site = sites[name]
-        return torch.where(horizontal[name], _h(padded, site, FIR), _v(padded, site, FIR))
+        return select(horizontal[name], _h(padded, site, FIR), _v(padded, site, FIR))
 
     # Green at red and blue sites, from the smoothed colour differences.
     blue_minus_green = along_decision(lattice.pad(_difference(blue, green), "mirror"), "B")
