@@ -201,45 +201,59 @@ def gaussian_filter2d(
     return correlate_valid(rows, taps.view(1, 1, -1).expand(x.shape[1], -1, -1))
 
 
-def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
-
-
 def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     """3x3 median, exactly as ``scipy.ndimage.median_filter(x, size=3, mode=mode)``.
 
     Sorting each column of three first, the median of nine is the median of (the largest column
     minimum, the median of the column medians, the smallest column maximum). That takes 18 min/max
     passes instead of sorting nine values per pixel (about 20x faster than ``unfold`` + ``median``),
-    and is differentiable almost everywhere. On CPU the passes run a few images at a time, so the
-    intermediates stay in the cores' caches (about 1.5x faster than whole-batch passes).
+    and is differentiable almost everywhere. Without autograd on CPU the passes run two images at
+    a time, in place, so the intermediates stay in the cores' caches (about 1.3x faster).
 
     Args:
         x: images of shape (B, ..., H, W).
     """
     padded = pad2d(x, (1, 1, 1, 1), mode)
-    if x.device.type != "cpu" or x.dim() < 3 or x.shape[0] <= _MEDIAN_CPU_IMAGES:
+    if x.device.type != "cpu" or x.dim() < 3 or (torch.is_grad_enabled() and x.requires_grad):
         return _median9(padded)
     out = x.new_empty(x.shape)
     for start in range(0, x.shape[0], _MEDIAN_CPU_IMAGES):
-        out[start : start + _MEDIAN_CPU_IMAGES] = _median9(padded[start : start + _MEDIAN_CPU_IMAGES])
+        chunk = slice(start, start + _MEDIAN_CPU_IMAGES)
+        _median9(padded[chunk], out=out[chunk])
     return out
 
 
-def _median9(padded: torch.Tensor) -> torch.Tensor:
+def _median9(padded: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The median network on a padded batch; with ``out``, temporaries are overwritten in place
+    and the result is written to ``out`` (no autograd)."""
+    in_place = out is not None
+
+    def pair(op, a, b, into):
+        return op(a, b, out=into) if in_place else op(a, b)
+
+    minimum, maximum = torch.minimum, torch.maximum
     height, width = padded.shape[-2] - 2, padded.shape[-1] - 2
     top, middle, bottom = (padded[..., i : i + height, :] for i in range(3))
-    low, high = torch.minimum(top, middle), torch.maximum(top, middle)
-    column_min = torch.minimum(low, bottom)
-    column_median = torch.maximum(low, torch.minimum(high, bottom))
-    column_max = torch.maximum(high, bottom)
+    low, high = minimum(top, middle), maximum(top, middle)
+    column_max = maximum(high, bottom)
+    column_median = pair(maximum, low, pair(minimum, high, bottom, high), high)
+    column_min = pair(minimum, low, bottom, low)
 
     def columns(t):
         return (t[..., j : j + width] for j in range(3))
 
     a, b, c = columns(column_min)
-    largest_min = torch.maximum(torch.maximum(a, b), c)
+    largest_min = maximum(a, b)
+    largest_min = pair(maximum, largest_min, c, largest_min)
     a, b, c = columns(column_max)
-    smallest_max = torch.minimum(torch.minimum(a, b), c)
-    median_of_medians = _median3(*columns(column_median))
-    return _median3(largest_min, median_of_medians, smallest_max)
+    smallest_max = minimum(a, b)
+    smallest_max = pair(minimum, smallest_max, c, smallest_max)
+
+    def median3(a, b, c, into=None):
+        # max(min(a, b), min(max(a, b), c)); ``high`` is a fresh temporary, safe to overwrite
+        low, high = minimum(a, b), maximum(a, b)
+        high = pair(minimum, high, c, high)
+        return pair(maximum, low, high, high if into is None else into)
+
+    median_of_medians = median3(*columns(column_median))
+    return median3(largest_min, median_of_medians, smallest_max, into=out)
