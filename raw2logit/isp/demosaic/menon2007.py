@@ -120,7 +120,10 @@ def demosaic_menon2007(
 
     # Red and blue at green sites, along the rows and columns that hold them. Each assignment
     # reads the planes as the previous ones left them, as in the reference.
-    pg, pr = lattice.pad(green, "mirror"), lattice.pad(red, "mirror")
+    # Only the planes a rule reads are formed and padded (None is skipped): K_B's centre is 0, so
+    # red and blue at green sites read green at the red and blue sites only.
+    pg = lattice.pad({R: green[R], B: green[B], G1: None, G2: None}, "mirror")
+    pr = lattice.pad(red, "mirror")
     red[G1] = green[G1] + _h(pr, G1, K_B) - _h(pg, G1, K_B)
     red[G2] = green[G2] + _v(pr, G2, K_B) - _v(pg, G2, K_B)
     pb = lattice.pad(blue, "mirror")
@@ -144,8 +147,9 @@ def demosaic_menon2007(
     return lattice.assemble([red, green, blue])
 
 
-def _difference(x: lattice.Field, y: lattice.Field) -> lattice.Field:
-    return {site: x[site] - y[site] for site in lattice.SITES}
+def _difference(x: lattice.Field, y: lattice.Field, sites=lattice.SITES) -> lattice.Field:
+    """x - y at the given site classes (None at the others)."""
+    return {site: x[site] - y[site] if site in sites else None for site in lattice.SITES}
 
 
 def _refine(red, green, blue, horizontal, sites):
@@ -157,16 +161,16 @@ def _refine(red, green, blue, horizontal, sites):
         return select(horizontal[name], _h(padded, site, FIR), _v(padded, site, FIR))
 
     # Green at red and blue sites, from the smoothed colour differences.
-    blue_minus_green = along_decision(lattice.pad(_difference(blue, green), "mirror"), "B")
-    red_minus_green = along_decision(lattice.pad(_difference(red, green), "mirror"), "R")
+    blue_minus_green = along_decision(lattice.pad(_difference(blue, green, (B, G1, G2)), "mirror"), "B")
+    red_minus_green = along_decision(lattice.pad(_difference(red, green, (R, G1, G2)), "mirror"), "R")
     green = dict(green)
     green[R] = red[R] - red_minus_green
     green[B] = blue[B] - blue_minus_green
 
     # Red and blue at green sites: red at G2 from the reds above and below, at G1 from those
     # left and right; blue likewise.
-    red_green = lattice.pad(_difference(red, green), "mirror")
-    blue_green = lattice.pad(_difference(blue, green), "mirror")
+    red_green = lattice.pad(_difference(red, green, (R,)), "mirror")
+    blue_green = lattice.pad(_difference(blue, green, (B,)), "mirror")
     red, blue = dict(red), dict(blue)
     red[G2] = green[G2] + _v(red_green, G2, K_B)
     red[G1] = green[G1] + _h(red_green, G1, K_B)
