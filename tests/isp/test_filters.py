@@ -70,8 +70,6 @@ def test_pad2d_unknown_mode_names_it():
 WEIGHTS_1D = {
     "menon_h0": menon2007.H_0,
     "menon_h1": menon2007.H_1,
-    "menon_fir": menon2007.FIR,
-    "menon_kb": menon2007.K_B,
 }
 
 

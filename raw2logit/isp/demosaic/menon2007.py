@@ -21,8 +21,6 @@ from raw2logit.isp.demosaic.lattice import at, bayer_sites, convolve_sparse, fil
 
 H_0 = (0.0, 0.5, 0.0, 0.5, 0.0)
 H_1 = (-0.25, 0.0, 0.5, 0.0, -0.25)
-K_B = (0.5, 0.0, 0.5)
-FIR = (1 / 3, 1 / 3, 1 / 3)
 DECISION_WINDOW = (
     (0.0, 0.0, 1.0, 0.0, 1.0),
     (0.0, 0.0, 0.0, 1.0, 0.0),
@@ -118,30 +116,22 @@ def demosaic_menon2007(
     red = {R: mosaic[R], G1: None, G2: None, B: None}
     blue = {B: mosaic[B], G1: None, G2: None, R: None}
 
-    # Red and blue at green sites, along the rows and columns that hold them. Each assignment
-    # reads the planes as the previous ones left them, as in the reference.
-    # Only the planes a rule reads are formed and padded (None is skipped): K_B's centre is 0, so
-    # red and blue at green sites read green at the red and blue sites only.
-    pg = lattice.pad({R: green[R], B: green[B], G1: None, G2: None}, "mirror")
-    pr = lattice.pad(red, "mirror")
-    red[G1] = green[G1] + _h(pr, G1, K_B) - _h(pg, G1, K_B)
-    red[G2] = green[G2] + _v(pr, G2, K_B) - _v(pg, G2, K_B)
-    pb = lattice.pad(blue, "mirror")
-    blue[G2] = green[G2] + _h(pb, G2, K_B) - _h(pg, G2, K_B)
-    blue[G1] = green[G1] + _v(pb, G1, K_B) - _v(pg, G1, K_B)
+    # From here on the rules are the reference's, each written with the fewest passes: k_B's
+    # "x + (a_l + a_r) / 2 - (b_l + b_r) / 2" as "x + ((a - b)_l + (a - b)_r) / 2", and a choice
+    # between two such sums as one choice between the neighbour pairs. Values differ from the
+    # reference's order of operations by rounding only (the decision above does not).
+    # Red and blue at green sites, along the rows and columns that hold them.
+    red_green = lattice.pad(_difference(red, green, (R,)), "mirror")
+    blue_green = lattice.pad(_difference(blue, green, (B,)), "mirror")
+    red[G1] = torch.add(green[G1], _pair(red_green, G1, True), alpha=0.5)
+    red[G2] = torch.add(green[G2], _pair(red_green, G2, False), alpha=0.5)
+    blue[G2] = torch.add(green[G2], _pair(blue_green, G2, True), alpha=0.5)
+    blue[G1] = torch.add(green[G1], _pair(blue_green, G1, False), alpha=0.5)
 
     # Red at blue sites and blue at red sites, along the chosen direction.
-    pr, pb = lattice.pad(red, "mirror"), lattice.pad(blue, "mirror")
-    red[B] = select(
-        horizontal["B"],
-        blue[B] + _h(pr, B, K_B) - _h(pb, B, K_B),
-        blue[B] + _v(pr, B, K_B) - _v(pb, B, K_B),
-    )
-    blue[R] = select(
-        horizontal["R"],
-        red[R] + _h(pb, R, K_B) - _h(pr, R, K_B),
-        red[R] + _v(pb, R, K_B) - _v(pr, R, K_B),
-    )
+    red_blue = lattice.pad(_difference(red, blue, (G1, G2)), "mirror")
+    red[B] = torch.add(blue[B], _along(red_blue, B, horizontal["B"]), alpha=0.5)
+    blue[R] = torch.add(red[R], _along(red_blue, R, horizontal["R"]), alpha=-0.5)
     if refining_step:
         red, green, blue = _refine(red, green, blue, horizontal, sites)
     return lattice.assemble([red, green, blue])
@@ -152,34 +142,52 @@ def _difference(x: lattice.Field, y: lattice.Field, sites=lattice.SITES) -> latt
     return {site: x[site] - y[site] if site in sites else None for site in lattice.SITES}
 
 
+def _pair(padded: lattice.Field, site, horizontal: bool) -> torch.Tensor:
+    """The sum of a site's two neighbours along a row (``horizontal``) or a column."""
+    if horizontal:
+        return at(padded, site, 0, -1) + at(padded, site, 0, 1)
+    return at(padded, site, -1, 0) + at(padded, site, 1, 0)
+
+
+def _along(padded: lattice.Field, site, horizontal: torch.Tensor) -> torch.Tensor:
+    """The neighbour pair along the chosen direction (``horizontal`` a 0/1 mask)."""
+    return select(horizontal, _pair(padded, site, True), _pair(padded, site, False))
+
+
 def _refine(red, green, blue, horizontal, sites):
-    """Menon (2007) refining step, as colour-demosaicing's ``refining_step_Menon2007``."""
+    """Menon (2007) refining step, as colour-demosaicing's ``refining_step_Menon2007``.
+
+    The 3-tap mean along the decision, ``(c + l + r) / 3``, is one choice between the two pairs,
+    one addition and one scaled addition.
+    """
     R, B, G1, G2 = sites["R"], sites["B"], sites["G1"], sites["G2"]
 
-    def along_decision(padded, name):
-        site = sites[name]
-        return select(horizontal[name], _h(padded, site, FIR), _v(padded, site, FIR))
+    def mean_along(field, padded, site, name):  # 3 times the mean, scaled where it is used
+        return field[site] + _along(padded, site, horizontal[name])
 
     # Green at red and blue sites, from the smoothed colour differences.
-    blue_minus_green = along_decision(lattice.pad(_difference(blue, green, (B, G1, G2)), "mirror"), "B")
-    red_minus_green = along_decision(lattice.pad(_difference(red, green, (R, G1, G2)), "mirror"), "R")
+    difference = _difference(blue, green, (B, G1, G2))
+    blue_minus_green = mean_along(difference, lattice.pad(difference, "mirror"), B, "B")
+    difference = _difference(red, green, (R, G1, G2))
+    red_minus_green = mean_along(difference, lattice.pad(difference, "mirror"), R, "R")
     green = dict(green)
-    green[R] = red[R] - red_minus_green
-    green[B] = blue[B] - blue_minus_green
+    green[R] = torch.add(red[R], red_minus_green, alpha=-1 / 3)
+    green[B] = torch.add(blue[B], blue_minus_green, alpha=-1 / 3)
 
     # Red and blue at green sites: red at G2 from the reds above and below, at G1 from those
     # left and right; blue likewise.
     red_green = lattice.pad(_difference(red, green, (R,)), "mirror")
     blue_green = lattice.pad(_difference(blue, green, (B,)), "mirror")
     red, blue = dict(red), dict(blue)
-    red[G2] = green[G2] + _v(red_green, G2, K_B)
-    red[G1] = green[G1] + _h(red_green, G1, K_B)
-    blue[G1] = green[G1] + _v(blue_green, G1, K_B)
-    blue[G2] = green[G2] + _h(blue_green, G2, K_B)
+    red[G2] = torch.add(green[G2], _pair(red_green, G2, False), alpha=0.5)
+    red[G1] = torch.add(green[G1], _pair(red_green, G1, True), alpha=0.5)
+    blue[G1] = torch.add(green[G1], _pair(blue_green, G1, False), alpha=0.5)
+    blue[G2] = torch.add(green[G2], _pair(blue_green, G2, True), alpha=0.5)
 
     # Red at blue sites and blue at red sites.
-    red_blue = lattice.pad(_difference(red, blue), "mirror")
-    red_at_blue = blue[B] + along_decision(red_blue, "B")
-    blue[R] = red[R] - along_decision(red_blue, "R")
+    red_blue = _difference(red, blue)
+    padded = lattice.pad(red_blue, "mirror")
+    red_at_blue = torch.add(blue[B], mean_along(red_blue, padded, B, "B"), alpha=1 / 3)
+    blue[R] = torch.add(red[R], mean_along(red_blue, padded, R, "R"), alpha=-1 / 3)
     red[B] = red_at_blue
     return red, green, blue
