@@ -219,13 +219,12 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     Args:
         x: images of shape (B, ..., H, W).
     """
-    padded = pad2d(x, (1, 1, 1, 1), mode)
     if x.device.type != "cpu" or x.dim() < 3 or (torch.is_grad_enabled() and x.requires_grad):
-        return _median9(padded)
+        return _median9(pad2d(x, (1, 1, 1, 1), mode))
     out = x.new_empty(x.shape)
     for start in range(0, x.shape[0], _MEDIAN_CPU_IMAGES):
         chunk = slice(start, start + _MEDIAN_CPU_IMAGES)
-        _median9(padded[chunk], out=out[chunk])
+        _median9(pad2d(x[chunk], (1, 1, 1, 1), mode), out=out[chunk])
     return out
 
 
