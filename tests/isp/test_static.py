@@ -95,7 +95,7 @@ def test_pipeline_float32_matches_reference(pattern, name, raw_images, cameras):
         error (1e-6 for float32 rounding of the power itself);
     (iii) at most 1 output value in 10,000 (``LARGE_ERROR_FRACTION``) exceeds 1e-4;
     (iv) ``forward()`` (white balance, colour correction and luma split fused into one matrix
-        product) is within 1e-4 wherever the reference's pre-gamma value is above 1e-5, and
+        product) is within 1e-4 wherever the reference's pre-gamma value is above 1e-4, and
         obeys (iii) as well.
     """
     large, forward_large, total = 0, 0, 0
@@ -113,7 +113,7 @@ def test_pipeline_float32_matches_reference(pattern, name, raw_images, cameras):
             bound = gamma_aware_bound(pre_t, pre_ref, FLOAT32_ATOL, 1e-6)
             assert np.all(error <= bound), f"{where}: worst excess {np.max(error - bound):.3g}"
             forward_error = np.abs(hwc(pipeline(batch(raw))) - expected["gamma"])
-            away_from_zero = np.clip(pre_ref, 0, 1) > 1e-5
+            away_from_zero = np.clip(pre_ref, 0, 1) > 1e-4
             assert forward_error[away_from_zero].max() <= FLOAT32_ATOL, where
             large += int(np.count_nonzero(error > FLOAT32_ATOL))
             forward_large += int(np.count_nonzero(forward_error > FLOAT32_ATOL))
