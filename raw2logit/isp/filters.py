@@ -17,7 +17,15 @@ from raw2logit.errors import InputError
 PADDING_MODES = ("reflect", "mirror", "constant", "nearest")
 _CPU_GROUP_MULTIPLE = 16
 _CPU_MAX_GROUPS = 96
-_MEDIAN_CPU_IMAGES = 2  # images per chunk of the median's passes on CPU (256x256: ~0.5 MB each)
+_MEDIAN_CPU_PIXELS = 2 * 256 * 256  # pixels per chunk of the median's passes on CPU
+
+
+def cpu_chunk(x: torch.Tensor, pixels: int) -> int:
+    """Images of ``x`` (B, ..., H, W) per chunk for cache-sized passes: about ``pixels`` pixels per
+    chunk on CPU (at least one image), the whole batch elsewhere or when autograd records ``x``."""
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return x.shape[0]
+    return max(1, pixels // (x.shape[-2] * x.shape[-1]))
 
 
 def _boundary_indices(size: int, before: int, after: int, mode: str, device) -> torch.Tensor:
@@ -219,11 +227,12 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     Args:
         x: images of shape (B, ..., H, W).
     """
-    if x.device.type != "cpu" or x.dim() < 3 or (torch.is_grad_enabled() and x.requires_grad):
+    if x.dim() < 3 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
         return _median9(pad2d(x, (1, 1, 1, 1), mode))
     out = x.new_empty(x.shape)
-    for start in range(0, x.shape[0], _MEDIAN_CPU_IMAGES):
-        chunk = slice(start, start + _MEDIAN_CPU_IMAGES)
+    images = cpu_chunk(x, _MEDIAN_CPU_PIXELS)
+    for start in range(0, x.shape[0], images):
+        chunk = slice(start, start + images)
         _median9(pad2d(x[chunk], (1, 1, 1, 1), mode), out=out[chunk])
     return out
 

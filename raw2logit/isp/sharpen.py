@@ -29,7 +29,9 @@ def sharpen_filter(luma: torch.Tensor, kernel: torch.Tensor | None = None) -> to
     return correlate2d(luma, kernel.flip(-2, -1), mode="constant")
 
 
-def unsharp_kernel(radius: float = 1.0, amount: float = 1.0, dtype=torch.float32, device=None) -> torch.Tensor:
+def unsharp_kernel(
+    radius: float = 1.0, amount: float = 1.0, dtype=torch.float32, device=None
+) -> torch.Tensor:
     """The 2-D kernel of unsharp masking: ``(1 + amount) * delta - amount * gaussian(radius)``
     (the Gaussian truncated at 4 sigma, as scipy builds it; 9x9 for radius 1)."""
     taps = gaussian_kernel1d(radius)

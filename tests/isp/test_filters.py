@@ -180,9 +180,10 @@ def test_median_filter3x3_equals_scipy_with_ties():
             np.testing.assert_array_equal(out, ndi.median_filter(images, size=3, axes=(2, 3), mode=mode))
 
 
-def test_median_filter3x3_in_place_chunks_equal_the_autograd_path():
-    """Without autograd on CPU the batch runs in place, a few images at a time (an odd count here
-    leaves a short last chunk); with autograd, one functional pass. Both equal scipy bitwise."""
+def test_median_filter3x3_in_place_chunks_equal_the_autograd_path(monkeypatch):
+    """Without autograd on CPU the batch runs in place, a few images at a time (two per chunk here,
+    so five leave a short last chunk); with autograd, one functional pass. Both equal scipy bitwise."""
+    monkeypatch.setattr(filters, "_MEDIAN_CPU_PIXELS", 2 * 9 * 12)
     images = np.round(np.random.default_rng(11).random((5, 1, 9, 12)) * 8) / 8
     expected = ndi.median_filter(images, size=3, axes=(2, 3), mode="reflect")
     x = torch.from_numpy(images)

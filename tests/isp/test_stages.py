@@ -36,6 +36,7 @@ from raw2logit.isp.demosaic import (
     demosaic_malvar2004,
     demosaic_menon2007,
     demosaic_planes,
+    menon2007,
 )
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
@@ -167,6 +168,19 @@ def test_menon2007_float64_reproduces_tie_decisions(pattern, raw_images):
             continue
         expected = colour_demosaicing.demosaicing_CFA_Bayer_Menon2007(raw, pattern)
         assert max_error(demosaic_menon2007(batch(raw, torch.float64), pattern), expected) <= FLOAT64_ATOL
+
+
+def test_menon2007_in_chunks_equals_whole_batch(monkeypatch):
+    """On CPU Menon runs a few images at a time (cache-sized chunks); the result is the batch's,
+    bitwise, a short last chunk included, and gradients still reach every image."""
+    cfa = torch.rand(5, 8, 10, dtype=torch.float64)
+    whole = demosaic_menon2007(cfa, "GRBG", dtype=torch.float32)
+    monkeypatch.setattr(menon2007, "_CPU_CHUNK_PIXELS", 2 * 8 * 10)
+    assert menon2007.cpu_chunk(cfa, menon2007._CPU_CHUNK_PIXELS) == 2
+    assert torch.equal(demosaic_menon2007(cfa, "GRBG", dtype=torch.float32), whole)
+    cfa.requires_grad_(True)
+    demosaic_menon2007(cfa, "GRBG").sum().backward()
+    assert torch.all(cfa.grad.abs().sum(dim=(1, 2)) > 0)
 
 
 @pytest.mark.parametrize("pattern", BAYER_PATTERNS)

@@ -59,11 +59,14 @@ def merge(field: Field) -> torch.Tensor:
     return assemble([field])[:, 0]
 
 
-def assemble(channels: list[Field]) -> torch.Tensor:
-    """C fields of (B, h, w) sub-lattices -> (B, C, 2h, 2w) image, every value written once."""
+def assemble(channels: list[Field], out: torch.Tensor | None = None) -> torch.Tensor:
+    """C fields of (B, h, w) sub-lattices -> (B, C, 2h, 2w) image, every value written once
+    (into ``out``, a contiguous (B, C, 2h, 2w) tensor, if given)."""
     reference = next(plane for field in channels for plane in field.values() if plane is not None)
     batch, height, width = reference.shape
-    out = reference.new_empty(batch, len(channels), height, 2, width, 2)
+    if out is None:
+        out = reference.new_empty(batch, len(channels), 2 * height, 2 * width)
+    out = out.view(batch, len(channels), height, 2, width, 2)
     for channel, field in enumerate(channels):
         for (a, b), plane in field.items():
             if plane is None:

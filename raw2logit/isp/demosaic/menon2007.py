@@ -18,6 +18,9 @@ import torch
 
 from raw2logit.isp.demosaic import lattice
 from raw2logit.isp.demosaic.lattice import at, bayer_sites, convolve_sparse, filter1d, select
+from raw2logit.isp.filters import cpu_chunk
+
+_CPU_CHUNK_PIXELS = 8 * 256 * 256
 
 H_0 = (0.0, 0.5, 0.0, 0.5, 0.0)
 H_1 = (-0.25, 0.0, 0.5, 0.0, -0.25)
@@ -104,6 +107,19 @@ def demosaic_menon2007(
         RGB image of shape (B, 3, H, W), not clipped.
     """
     dtype = dtype or cfa.dtype
+    images = cpu_chunk(cfa, _CPU_CHUNK_PIXELS)
+    if images >= cfa.shape[0]:
+        return _menon2007(cfa, pattern, refining_step, dtype)
+    # Some 250 passes over quarter-resolution planes: a few images at a time, they stay in the
+    # cores' caches (about 1.2x faster on CPU than whole-batch passes).
+    out = cfa.new_empty((cfa.shape[0], 3, *cfa.shape[1:]), dtype=dtype)
+    for start in range(0, cfa.shape[0], images):
+        chunk = slice(start, start + images)
+        _menon2007(cfa[chunk], pattern, refining_step, dtype, out=out[chunk])
+    return out
+
+
+def _menon2007(cfa, pattern, refining_step, dtype, out=None):
     sites = bayer_sites(pattern)
     R, B, G1, G2 = sites["R"], sites["B"], sites["G1"], sites["G2"]
     green_h, green_v, horizontal64 = directional_decision(cfa, pattern)
@@ -134,7 +150,7 @@ def demosaic_menon2007(
     blue[R] = torch.add(red[R], _along(red_blue, R, horizontal["R"]), alpha=-0.5)
     if refining_step:
         red, green, blue = _refine(red, green, blue, horizontal, sites)
-    return lattice.assemble([red, green, blue])
+    return lattice.assemble([red, green, blue], out)
 
 
 def _difference(x: lattice.Field, y: lattice.Field, sites=lattice.SITES) -> lattice.Field:
