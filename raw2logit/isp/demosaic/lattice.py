@@ -3,8 +3,10 @@
 A demosaicing rule such as "red at a green site in a red row = green + mean of the left and right
 reds - ..." only ever needs the value at one class of sites (R, G1, G2, B). Working on the four
 (H/2, W/2) sub-lattices computes exactly that, with no masks and no ``where`` over the full
-image: a quarter of the arithmetic per rule. Each value is computed with the same operations in
-the same order as the full-resolution reference, so results are bitwise the same in float64.
+image: a quarter of the arithmetic per rule. ``filter1d`` and ``convolve_sparse`` sum in
+scipy's order, so their results are bitwise scipy's in float64 (Menon's decision depends on it);
+``sites_of`` and ``assemble`` let full-resolution filter outputs be kept only where a rule needs
+them (Malvar).
 
 A "field" is a full-resolution image stored as a dict site class (row parity, column parity) ->
 (B, H/2, W/2) tensor; ``None`` stands for a class where the field is zero. Boundary modes are
