@@ -69,7 +69,7 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=8, help="timed runs (rounds for (a) and (b))")
+    parser.add_argument("--repeats", type=int, default=12, help="timed runs (rounds for (a) and (b))")
     parser.add_argument(
         "--numpy-images", type=int, default=4, help="images the numpy reference cycles through"
     )
