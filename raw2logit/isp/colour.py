@@ -120,14 +120,6 @@ def gamma_correction(
     return clipped.log2_().mul_(exponent).exp_()
 
 
-def gamma_of_luma(
-    luma: torch.Tensor, chroma: torch.Tensor, gamma: torch.Tensor | float = 2.2
-) -> torch.Tensor:
-    """``gamma_correction(merge_luma(luma, chroma), gamma)``, the last two steps of a pipeline, in
-    place on the merged image (a temporary) when no gradient is recorded."""
-    return gamma_correction(merge_luma(luma, chroma), gamma, in_place=True)
-
-
 TONE_CURVES = ("power", "srgb")
 
 

@@ -221,14 +221,14 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     Sorting each column of three first, the median of nine is the median of (the largest column
     minimum, the median of the column medians, the smallest column maximum). That takes 18 min/max
     passes instead of sorting nine values per pixel (about 20x faster than ``unfold`` + ``median``),
-    and is differentiable almost everywhere. Without autograd on CPU the passes run on chunks of
-    about two 256x256 images, in place, so the intermediates stay in the cores' caches (about
+    and is differentiable almost everywhere. Without autograd the passes run in place, on CPU on
+    chunks of about two 256x256 images, so the intermediates stay in the cores' caches (about
     1.3x faster).
 
     Args:
         x: images of shape (B, ..., H, W).
     """
-    if x.dim() < 3 or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+    if x.dim() < 3 or (torch.is_grad_enabled() and x.requires_grad):
         return _median9(pad2d(x, (1, 1, 1, 1), mode))
     out = x.new_empty(x.shape)
     images = cpu_chunk(x, _MEDIAN_CPU_PIXELS)

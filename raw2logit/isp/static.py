@@ -27,7 +27,7 @@ from raw2logit.isp.colour import (
     TONE_CURVES,
     colour_correction,
     colour_to_luma,
-    gamma_of_luma,
+    gamma_correction,
     merge_luma,
     split_luma,
     srgb_encode,
@@ -155,7 +155,8 @@ def build_steps(
         *colour,
         Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", on_luma=True),
         Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", on_luma=True),
-        Step("gamma", lambda state: gamma_of_luma(*state, gamma), "gamma")
+        # In place on the merged image, a temporary (when no gradient is recorded).
+        Step("gamma", lambda state: gamma_correction(merge_luma(*state), gamma, in_place=True), "gamma")
         if tone_curve == "power"
         else Step("gamma:srgb", lambda state: srgb_encode(merge_luma(*state)), "gamma"),
     ]

@@ -53,22 +53,21 @@ def _green_estimates(cfa: lattice.Field, sites) -> tuple[dict, dict]:
     return horizontal, vertical
 
 
-def directional_decision(cfa: torch.Tensor, pattern: str):
+def directional_decision(field: lattice.Field, sites: dict):
     """Green estimates and the per-site choice between them, at the R and B sites.
 
     Computed in float64 with scipy's order of operations: ``d_V >= d_H`` is then exactly the
     reference's choice, ties included. The green estimates stay on the autograd graph.
 
     Args:
-        cfa: mosaic of shape (B, H, W).
+        field: the float64 mosaic's sub-lattices (``lattice.split``).
+        sites: ``bayer_sites`` of its pattern.
 
     Returns:
         (green_horizontal, green_vertical, horizontal): dicts "R"/"B" -> (B, H/2, W/2) float64
         tensors, ``horizontal`` 1.0 where the horizontal estimate is kept and 0.0 elsewhere (a
         selection mask for ``lattice.select``).
     """
-    sites = bayer_sites(pattern)
-    field = lattice.split(cfa.double())
     green_h, green_v = _green_estimates(field, sites)
     gradients = {}
     for direction, green in (("h", green_h), ("v", green_v)):
@@ -122,9 +121,10 @@ def demosaic_menon2007(
 def _menon2007(cfa, pattern, refining_step, dtype, out=None):
     sites = bayer_sites(pattern)
     R, B, G1, G2 = sites["R"], sites["B"], sites["G1"], sites["G2"]
-    green_h, green_v, horizontal64 = directional_decision(cfa, pattern)
+    field = lattice.split(cfa.double())  # split once: the decision reads it in float64
+    green_h, green_v, horizontal64 = directional_decision(field, sites)
     horizontal = {name: mask.to(dtype) for name, mask in horizontal64.items()}
-    mosaic = lattice.split(cfa.to(dtype))
+    mosaic = {site: plane.to(dtype) for site, plane in field.items()}
 
     green = {G1: mosaic[G1], G2: mosaic[G2]}
     green[R] = select(horizontal64["R"], green_h["R"], green_v["R"]).to(dtype)
