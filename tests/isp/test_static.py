@@ -16,10 +16,10 @@ from raw2logit.isp import (
     reference,
     resolve_pipeline_names,
 )
+from tests.isp.tolerance import gamma_aware_bound
 
 FLOAT32_ATOL = 1e-4
 FLOAT64_ATOL = 1e-9
-GAMMA = 2.2
 LARGE_ERROR_FRACTION = 1e-4  # float32 output values above FLOAT32_ATOL allowed near the gamma's zero
 
 
@@ -43,13 +43,6 @@ def test_pipeline_names_are_the_papers_twelve():
 
 
 # -- parity with the oracle ----------------------------------------------------------------------
-
-
-def gamma_aware_bound(pre_t: np.ndarray, pre_ref: np.ndarray, atol: float, slack: float) -> np.ndarray:
-    """Largest output error the gamma can make of a pre-gamma error: x ** p (p = 1/2.2 < 1) is
-    p-Hölder, |a**p - b**p| <= |a - b|**p, on the values clipped to [0, 1]."""
-    pre_error = np.abs(np.clip(pre_t, 0, 1) - np.clip(pre_ref, 0, 1))
-    return np.maximum(atol, pre_error ** (1 / GAMMA) + slack)
 
 
 @pytest.mark.parametrize("name", STATIC_PIPELINE_NAMES)
