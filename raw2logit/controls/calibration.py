@@ -117,19 +117,16 @@ def _png_bit_depth(path: Path) -> int | None:
 
 
 def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG as (H, W, C) uint16. pypng decodes every bit depth exactly and needs no system
+    library (Pillow truncates 16-bit RGB to 8 bits; OpenCV needs libGL unless headless)."""
+    import png
+
     try:
-        import cv2
-    except ImportError:
-        raise _BadFileError(
-            f"{path} is a 16-bit PNG, which needs OpenCV (pip install opencv-python-headless) to be read "
-            "without losing precision; or save it as a 16-bit TIFF."
-        ) from None
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise _BadFileError(f"{path} is not a readable PNG image.")
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., 2::-1]  # OpenCV's BGR(A) -> RGB
-    return image
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        image = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    except (png.Error, OSError, ValueError) as error:
+        raise _BadFileError(f"{path} is not a readable PNG image ({error}).") from None
+    return image.reshape(height, width, info["planes"])
 
 
 def _read_processed(path: Path) -> tuple[np.ndarray, int]:

@@ -107,7 +107,7 @@ class ParametrizedPipeline(nn.Module):
         self.tone_curve = tone_curve
         self._demosaic, self._sharpen, self._denoise = parse_pipeline_name(variant)
         # θ is kept in float64 (a few dozen numbers) and cast to the input's dtype at use: at θ_stat
-        # a float32 forward is then bitwise the static pipeline's, and a float64 one the reference's.
+        # the forward then matches the static pipeline within float32 (float64) rounding of the same steps.
         for group, value in static_theta(camera).items():
             self.register_parameter(group, nn.Parameter(value.to(torch.float64)))
         if theta:

@@ -335,12 +335,18 @@ def test_read_pairs_sixteen_bit_tiff(tmp_path):
 
 
 def test_read_pairs_sixteen_bit_png(tmp_path):
-    cv2 = pytest.importorskip("cv2")
+    """Read exactly (16 bits per channel), written by an independent encoder (pypng)."""
+    import png
+
     camera = dng_camera()
     mosaic = np.round(scene_raw(camera, CROPS[:1])[0] * WHITE).astype(np.uint16)
     rgb = simulate_pairs(mosaic.astype(np.float32) / WHITE, camera, quantise_bits=16)[0]
     write_dng(tmp_path / "a.dng", mosaic)
-    cv2.imwrite(str(tmp_path / "a.png"), np.round(rgb[..., ::-1] * 65535).astype(np.uint16))
+    height, width, _ = rgb.shape
+    with (tmp_path / "a.png").open("wb") as stream:
+        png.Writer(width, height, greyscale=False, bitdepth=16).write(
+            stream, np.round(rgb * 65535).astype(np.uint16).reshape(height, width * 3)
+        )
     pairs = read_pairs(tmp_path)
     assert pairs.bits == 16
     np.testing.assert_allclose(pairs.rgb[0], rgb, atol=1e-7)

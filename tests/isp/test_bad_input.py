@@ -24,8 +24,18 @@ PIPELINE_LIST = re.escape(", ".join(STATIC_PIPELINE_NAMES))
 PATTERN_LIST = "RGGB, BGGR, GRBG, GBRG"
 
 
-def test_input_error_is_a_value_error():
-    assert issubclass(InputError, ValueError)
+def test_a_library_caller_catches_bad_input_as_value_error():
+    """Code that calls the ISP and handles ``ValueError`` (as for any bad argument in Python) gets
+    the one-sentence message, and nothing else (a programming error is not turned into one)."""
+    camera = CameraParams.published("drone")
+    with pytest.raises(ValueError) as caught:
+        StaticPipeline("bi_s_me", camera)(torch.rand(1, 5, 8))
+    message = str(caught.value)
+    assert message.startswith("Raw input") and message.count(". ") == 0 and "\n" not in message
+    with pytest.raises(ValueError, match=r"Unknown static pipeline 'bi_x_me'; expected one of"):
+        StaticPipeline("bi_x_me", camera)
+    with pytest.raises(TypeError):  # a wrong call is not "bad input"
+        StaticPipeline("bi_s_me", camera)(torch.rand(1, 4, 4), "extra")
 
 
 def nan_raw():

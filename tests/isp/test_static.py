@@ -216,3 +216,14 @@ def test_pipeline_runs_on_cuda():
         torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=0, atol=1e-4)
         stages = pipeline.forward_stages(raw.cuda())
         assert all(value.device.type == "cuda" for value in stages.values())
+
+
+def test_forced_cpu_kernels_are_in_effect():
+    """``make test-kernels`` reruns these tests with ``ATEN_CPU_CAPABILITY`` set: torch must obey it,
+    or the rerun would silently test the fastest kernels again."""
+    import os
+
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not forced:
+        pytest.skip("ATEN_CPU_CAPABILITY is not set (the plain run)")
+    assert torch.backends.cpu.get_cpu_capability() == forced.upper()

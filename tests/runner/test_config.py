@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -14,13 +16,20 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+# What each task model is for: a new task model config must be added here, with its output shape.
+TASK_MODEL_TASKS = {"small_cnn": "classification", "resnet18": "classification",
+                    "small_unet": "segmentation", "unetpp": "segmentation"}  # fmt: skip
+
+
 @pytest.mark.parametrize("option", options("task_model"))
 def test_task_models_instantiate_and_run(option):
+    """Classifiers give one logit per class, segmenters one logit map per class at the input size."""
     cfg = compose_config([f"task_model={option}"])
     model = instantiate(cfg.task_model, num_classes=3, in_channels=3).eval()
     with torch.no_grad():
         out = model(torch.rand(2, 3, 64, 64))
-    assert out.shape in ((2, 3), (2, 3, 64, 64)), option
+    expected = {"classification": (2, 3), "segmentation": (2, 3, 64, 64)}[TASK_MODEL_TASKS[option]]
+    assert out.shape == expected, option
 
 
 @pytest.mark.parametrize("option", options("dataset"))
@@ -52,16 +61,55 @@ def test_published_loaders_read_the_simulated_layout(tmp_path):
     assert sim_drone.task == "segmentation" and set(sim_drone.groups) <= {0, 1}
 
 
-@pytest.mark.parametrize(
-    "option", options("data_model") + options("mode") + options("trainer") + options("tracking")
-)
-def test_other_groups_compose(option):
-    group = next(
-        g for g in ("data_model", "mode", "trainer", "tracking") if (CONF / g / f"{option}.yaml").exists()
-    )
-    cfg = compose_config([f"{group}={option}"])
-    if group == "mode":
-        assert cfg.mode == option
+@pytest.mark.parametrize("option", options("data_model"))
+def test_data_models_build_and_process_raw(option):
+    """Each data model option builds the module the modes use, and turns raw into a 3-channel view."""
+    from raw2logit.isp import CameraParams, StaticPipeline
+    from raw2logit.modes import processor_factory
+
+    cfg = compose_config([f"data_model={option}"])
+    camera = CameraParams.published("microscopy")
+    if option == "static":
+        module = StaticPipeline("bi_s_me", camera, backend=cfg.data_model.backend)
+    else:
+        module = processor_factory(cfg, SimpleNamespace(camera=camera))()
+    with torch.no_grad():
+        view = module(torch.rand(2, 16, 16))
+    assert view.shape[:2] == (2, 3) and torch.isfinite(view).all(), option
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options_are_trainer_arguments(option):
+    """Every key of a trainer option is an argument of Lightning's Trainer (a misspelt key fails here);
+    the CPU trainer is built for real."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from raw2logit.cli import make_trainer_factory
+
+    cfg = compose_config([f"trainer={option}"])
+    inspect.signature(pl.Trainer).bind(**cfg.trainer)
+    if option == "cpu":
+        trainer = make_trainer_factory(cfg)("test")
+        assert trainer.max_epochs == cfg.epochs and trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+
+
+@pytest.mark.parametrize("option", options("tracking"))
+def test_tracking_options_are_tracker_arguments(option):
+    import inspect
+
+    from raw2logit.tracking import Tracker
+
+    cfg = compose_config([f"tracking={option}"])
+    inspect.signature(Tracker).bind(**cfg.tracking)
+
+
+@pytest.mark.parametrize("option", options("mode"))
+def test_every_mode_option_is_a_mode_the_cli_runs(option):
+    from raw2logit.cli import MODES
+
+    assert compose_config([f"mode={option}"]).mode == option and option in MODES
 
 
 def test_segmentation_datasets_switch_the_task_model():
