@@ -1,5 +1,8 @@
 """report.html: built from the artifacts present, self-contained, robust; checked in headless Chromium.
 
+The run folders are real: tiny runs of each mode and the real sweep assembly (see conftest.py).
+Every expected number is read from the artifact files the runs wrote, never restated here.
+
 The browser tests run Debian's ``chromium`` against the file:// URL with every external host
 unresolvable (``--host-resolver-rules``). Console output of the page is read from Chromium's
 stderr log (``--enable-logging=stderr``): each ``console.*`` call, uncaught exception and
@@ -12,6 +15,7 @@ that both detectors fire.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -32,8 +36,12 @@ from raw2logit.report.html import REPORT_NAME, write_report
 from raw2logit.report.stages import save_stage_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TOLERANCE = 1e-4
+# A data-value attribute holds 10 significant digits.
+RELATIVE_TOLERANCE = 1e-8
+# θ is shown as text with 4 decimals.
+DISPLAYED_THETA_TOLERANCE = 6e-5
 CHROMIUM_TIMEOUT_S = 120
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
 
 
 # -- parsing the page -------------------------------------------------------------------------
@@ -59,6 +67,10 @@ def parse(page: str) -> _Page:
     return parser
 
 
+def close(found: float, expected: float) -> bool:
+    return abs(float(found) - float(expected)) <= 1e-12 + RELATIVE_TOLERANCE * abs(float(expected))
+
+
 def cells(page: _Page, table: str) -> dict[tuple[str, str], dict]:
     """(data-row, data-col) -> attributes of the numeric cells of one table."""
     return {
@@ -66,6 +78,17 @@ def cells(page: _Page, table: str) -> dict[tuple[str, str], dict]:
         for _, a in page.elements
         if a.get("data-table") == table and "data-value" in a
     }
+
+
+def element(page: _Page, table: str, row: str, column: str | None) -> dict:
+    """The attributes of one cell of a table, numeric or not."""
+    found = [
+        a
+        for _, a in page.elements
+        if a.get("data-table") == table and a.get("data-row") == row and a.get("data-col") == column
+    ]
+    assert len(found) == 1, f"{table}: {len(found)} cells for ({row}, {column})"
+    return found[0]
 
 
 def keyed(page: _Page, table: str) -> dict[str, float]:
@@ -86,7 +109,29 @@ def assert_frame_in_page(page: _Page, table: str, frame: pd.DataFrame, attribute
                 continue
             attributes = found.get((str(row), str(column)))
             assert attributes is not None, f"{table}: no cell for ({row}, {column})"
-            assert abs(float(attributes[attribute]) - expected) <= TOLERANCE, (table, row, column)
+            assert close(attributes[attribute], expected), (table, row, column)
+
+
+def theta_shown(text: str, table: str) -> dict[str, np.ndarray]:
+    """θ group -> the numbers of the last θ column of a θ table (the values after, or θ alone)."""
+    body = re.search(rf'<table data-table="{re.escape(table)}">(.*?)</table>', text, re.S)
+    assert body is not None, f"no table {table}"
+    shown = {}
+    for group, row in re.findall(r'<tr><th class="row">(.*?)</th>(.*?)</tr>', body.group(1), re.S):
+        values = re.findall(r"<pre>(.*?)</pre>", row, re.S)
+        shown[html.unescape(group)] = np.array([float(n) for n in NUMBER.findall(html.unescape(values[-1]))])
+    return shown
+
+
+def numeric_groups(theta: dict) -> dict[str, np.ndarray]:
+    """The θ groups that are numbers (``pattern`` is not), flattened."""
+    groups = {}
+    for group, value in theta.items():
+        try:
+            groups[group] = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            continue
+    return groups
 
 
 def assert_self_contained(text: str) -> None:
@@ -101,10 +146,12 @@ def images(page: _Page) -> list[str]:
     return [a.get("src", "") for tag, a in page.elements if tag == "img"]
 
 
-def assert_images_embedded(page: _Page, count: int) -> None:
-    sources = images(page)
-    assert len(sources) == count
-    for source in sources:
+def assert_images_embedded(page: _Page, *names: str) -> None:
+    """Exactly the PNGs ``names`` (paths relative to the report's folder) are embedded, as PNG data."""
+    embedded = [a for tag, a in page.elements if tag == "img"]
+    assert sorted(a.get("alt") for a in embedded) == sorted(names)
+    for attributes in embedded:
+        source = attributes.get("src", "")
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1]).startswith(PNG_SIGNATURE)
 
@@ -114,31 +161,64 @@ def read(path: Path) -> tuple[str, _Page]:
     return text, parse(text)
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- every run writes its own report ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "template, mode",
+    [
+        ("synthesis_template", "synthesis"),
+        ("forensics_template", "forensics"),
+        ("forensics_sweep_template", "forensics"),
+        ("optimization_template", "optimization"),
+        ("optimization_sweep_template", "optimization"),
+        ("calibration_template", "calibrate"),
+    ],
+)
+def test_every_run_and_sweep_wrote_its_report(request, template, mode):
+    directory = request.getfixturevalue(template)
+    text, page = read(directory / REPORT_NAME)
+    assert f'<body data-mode="{mode}">' in text and "<section id=" in text
+    assert 'id="notes"' not in text  # no artifact of a real run was skipped
+    assert images(page)
+    assert_self_contained(text)
+
+
 # -- synthesis ---------------------------------------------------------------------------------
-def test_synthesis_report_holds_every_matrix_value(synthesis_run):
+def test_synthesis_report_holds_every_matrix_value(synthesis_run, run_settings):
     path = write_report(synthesis_run)
     assert path == synthesis_run / REPORT_NAME and path.is_file()
     text, page = read(path)
     folder = synthesis_run / "synthesis"
+    summary = read_json(synthesis_run / "summary.json")
     matrix = pd.read_csv(folder / "matrix.csv", index_col=0)
-    assert len(cells(page, "matrix")) == matrix.size == 144
+    assert set(matrix.index) == set(run_settings.synthesis_train)
+    assert set(matrix.columns) == set(run_settings.synthesis_test)
+    assert (
+        len(cells(page, "matrix"))
+        == matrix.size
+        == len(run_settings.synthesis_train) * len(run_settings.synthesis_test)
+    )
     assert_frame_in_page(page, "matrix", matrix)
     assert_frame_in_page(page, "matrix", pd.read_csv(folder / "matrix_std.csv", index_col=0), "data-std")
-    assert_frame_in_page(page, "corruptions", pd.read_csv(folder / "corruptions.csv", index_col=0))
+    corruptions = pd.read_csv(folder / "corruptions.csv", index_col=0)
+    assert set(corruptions.columns) == {"clean", *run_settings.corruptions}
+    assert len(cells(page, "corruptions")) == corruptions.size
+    assert_frame_in_page(page, "corruptions", corruptions)
     assert_frame_in_page(
         page, "corruptions", pd.read_csv(folder / "corruptions_std.csv", index_col=0), "data-std"
     )
     assert_frame_in_page(page, "ranking", pd.read_csv(folder / "ranking.csv", index_col=0))
     best = pd.read_csv(folder / "best_train_per_test.csv", index_col=0)
-    assert_frame_in_page(page, "best_train_per_test", best[["accuracy"]])
-    summary = json.loads((synthesis_run / "summary.json").read_text())
+    assert_frame_in_page(page, "best_train_per_test", best[[summary["metric"]]])
     numbers = keyed(page, "summary")
     for group in ("isp", "corruptions"):
         for part in ("train", "test", "change"):
-            assert abs(numbers[f"{group}.{part}"] - summary[group][part]) <= TOLERANCE
+            assert close(numbers[f"{group}.{part}"], summary[group][part])
     assert summary["best_train_pipeline"] in "".join(page.text)
-    # heatmap.png and stages.png
-    assert_images_embedded(page, 2)
+    assert_images_embedded(page, "synthesis/heatmap.png", "stages.png")
     assert_self_contained(text)
 
 
@@ -147,91 +227,138 @@ def test_matrix_cells_mark_the_top_three_per_column(synthesis_run):
     matrix = pd.read_csv(synthesis_run / "synthesis" / "matrix.csv", index_col=0)
     found = cells(page, "matrix")
     for column in matrix.columns:
-        order = matrix[column].sort_values(ascending=False).index
-        for rank, row in enumerate(order[:3], start=1):
-            assert found[(row, column)]["data-rank"] == str(rank)
-        assert "background:#" in found[(order[0], column)]["style"]
+        for row, value in matrix[column].items():
+            # Ties share the better rank: 1 + the number of train pipelines strictly better.
+            assert found[(row, column)]["data-rank"] == str(1 + int((matrix[column] > value).sum()))
+        assert "background:#" in found[(matrix[column].idxmax(), column)]["style"]
     text = "".join(page.text)
     assert text.count("★") >= len(matrix.columns)
 
 
 def test_provenance_is_collapsible(synthesis_run):
     text, _ = read(write_report(synthesis_run))
+    run = read_json(synthesis_run / "run.json")
     provenance = text[text.index('<section id="provenance">') :]
-    assert provenance.index("<details>") < provenance.index("0123456789abcdef")
-    for expected in ("run.py mode=synthesis seed=7", "torch", torch.__version__, "config.yaml"):
-        assert expected in provenance
+    details = provenance.index("<details>")
+    values = [run["command"], run["started"], run["platform"], "config.yaml", "mode: synthesis"]
+    values += [run["git_commit"]] if run["git_commit"] else []
+    expected = [html.escape(value) for value in values]
+    expected += [
+        f'data-key="{html.escape(name)}">{html.escape(version or "not installed")}<'
+        for name, version in run["packages"].items()
+    ]
+    assert run["packages"]["torch"] in torch.__version__
+    for value in expected:
+        assert provenance.index(value) > details, value
 
 
 # -- other modes --------------------------------------------------------------------------------
-def test_forensics_report_shows_result_curves_and_theta(tmp_path, artifacts):
-    directory = artifacts.forensics(tmp_path / "run")
-    text, page = read(write_report(directory))
-    result = artifacts.forensics_result()
+def test_forensics_report_shows_result_curves_and_theta(forensics_run):
+    text, page = read(write_report(forensics_run))
+    result = read_json(forensics_run / "forensics" / "result.json")
     numbers = keyed(page, "forensics")
-    for key in ("lambda", "metric_before", "metric_after", "l2"):
-        assert abs(numbers[key] - result[key]) <= TOLERANCE
-    assert abs(numbers["metric_change"] - (result["metric_after"] - result["metric_before"])) <= TOLERANCE
+    for key in ("lambda", "metric_before", "metric_after", "l2", "l2_per_pixel", "epochs"):
+        assert close(numbers[key], result[key]), key
+    assert close(numbers["metric_change"], result["metric_after"] - result["metric_before"])
     assert text.count('<svg class="chart"') == 3  # metric, l2, loss over epochs
     theta = cells(page, "forensics-theta")
-    assert abs(float(theta[("gamma", "max_abs_change")]["data-value"]) - 0.4) <= TOLERANCE
-    assert_images_embedded(page, 2)  # samples.png, stages.png
+    before, after = numeric_groups(result["theta_before"]), numeric_groups(result["theta_after"])
+    assert {row for row, _ in theta} == set(after) and len(after) > 1
+    for group, value in after.items():
+        change = float(np.max(np.abs(value - before[group])))
+        assert close(theta[(group, "max_abs_change")]["data-value"], change), group
+    assert_images_embedded(page, "forensics/samples.png", "stages.png")
     assert_self_contained(text)
 
 
-def test_forensics_sweep_report_shows_signature(tmp_path, artifacts):
-    directory = artifacts.forensics(tmp_path / "sweep", sweep=True)
-    text, page = read(write_report(directory))
-    document = json.loads((directory / "forensics" / "signature.json").read_text())
-    assert float(cells(page, "signature-sensitivity")[("gamma", None)]["data-value"]) == 12.5
+def test_forensics_sweep_report_shows_signature(forensics_sweep, run_settings):
+    text, page = read(write_report(forensics_sweep))
+    folder = forensics_sweep / "forensics"
+    document = read_json(folder / "signature.json")
+    assert set(document["targets"]) == set(run_settings.forensics_targets)
+    sensitivity = cells(page, "signature-sensitivity")
+    assert [row for row, _ in sensitivity] == document["ranking"] and document["ranking"]
+    for target in document["ranking"]:
+        assert close(sensitivity[(target, None)]["data-value"], document["sensitivity"][target])
     curves = cells(page, "signature-curves")
-    assert len(curves) == 4 * 5  # λ, before, after, drop, ℓ2 of each of the 4 jobs
-    after = sorted(float(a["data-value"]) for (_, col), a in curves.items() if col == "metric_after")
-    expected = sorted(run["metric_after"] for runs in document["targets"].values() for run in runs)
-    assert np.allclose(after, expected, atol=TOLERANCE)
-    limits = cells(page, "signature-limits")
-    assert float(limits[("gamma", "smallest_unsafe_change")]["data-value"]) == 0.4
-    assert "signature.md" in text and text.count('<svg class="chart"') == 3 + 2
-    assert_images_embedded(page, 3)  # samples.png, signature.png, stages.png
+    jobs = len(run_settings.forensics_targets) * len(run_settings.forensics_lambdas)
+    assert len(curves) == jobs * 5  # λ, before, after, drop, ℓ2 of each job
+    for column in ("lambda", "metric_before", "metric_after", "metric_drop", "l2"):
+        shown = sorted(float(a["data-value"]) for (_, col), a in curves.items() if col == column)
+        expected = sorted(run[column] for runs in document["targets"].values() for run in runs)
+        assert np.allclose(shown, expected, rtol=RELATIVE_TOLERANCE, atol=1e-12), column
+    limits = document["limitations_of_use"]
+    assert limits
+    for target, limit in limits.items():
+        for key in ("largest_safe_change", "smallest_unsafe_change", "worst_metric", "clean_metric"):
+            attributes = element(page, "signature-limits", target, key)
+            if limit[key] is None:  # no search state cost more than the tolerance: shown as "–"
+                assert "data-value" not in attributes
+            else:
+                assert close(attributes["data-value"], limit[key]), (target, key)
+    markdown = (folder / "signature.md").read_text()
+    assert "signature.md" in text and html.escape(markdown.splitlines()[0]) in text
+    # metric after and ℓ2 against λ; the sweep directory has no result.json of its own (its jobs do)
+    assert text.count('<svg class="chart"') == 2
+    assert_images_embedded(page, "forensics/signature.png")
     assert_self_contained(text)
 
 
-def test_optimization_report_shows_table_2_and_curves(tmp_path, artifacts):
-    directory = artifacts.optimization(tmp_path / "run")
-    text, page = read(write_report(directory))
+def test_optimization_report_shows_table_2_and_curves(optimization_run):
+    text, page = read(write_report(optimization_run))
     rows = cells(page, "optimization-summary")
-    stats = json.loads((directory / "summary.json").read_text())["table2"]
+    summary = read_json(optimization_run / "summary.json")
+    stats = summary["table2"]
+    assert {row for row, _ in rows} == set(stats) == {summary["setting"]}
     for setting, values in stats.items():
         for key, spread in (("mean", "std"), ("final_mean", "final_std")):
-            assert abs(float(rows[(setting, key)]["data-value"]) - values[key]) <= TOLERANCE
-            assert abs(float(rows[(setting, key)]["data-std"]) - values[spread]) <= TOLERANCE
-    assert "validation accuracy" in text and '<svg class="chart"' in text
-    assert "Learned θ" in text and "2.31" in text
-    assert_images_embedded(page, 2)  # curves.png, samples.png
+            assert close(rows[(setting, key)]["data-value"], values[key])
+            assert close(rows[(setting, key)]["data-std"], values[spread])
+    assert f"validation {summary['metric']}" in text
+    assert text.count('<svg class="chart"') == 1 and text.count("<polyline") == 1  # one setting
+    assert "Learned θ" in text
+    theta = numeric_groups(read_json(optimization_run / "optimization" / "theta.json")["theta"])
+    shown = theta_shown(text, "optimization-theta")
+    assert set(theta) <= set(shown) and len(theta) > 1
+    for group, value in theta.items():
+        assert np.allclose(shown[group], value.ravel(), rtol=0, atol=DISPLAYED_THETA_TOLERANCE), group
+    assert_images_embedded(page, "optimization/curves.png", "optimization/samples.png", "stages.png")
     assert_self_contained(text)
 
 
-def test_optimization_sweep_report_compares_settings(tmp_path, artifacts):
-    directory = artifacts.optimization(tmp_path / "sweep", sweep=True)
-    text, page = read(write_report(directory))
-    comparison = pd.read_csv(directory / "optimization" / "comparison.csv", index_col=0)
+def test_optimization_sweep_report_compares_settings(optimization_sweep, run_settings):
+    text, page = read(write_report(optimization_sweep))
+    comparison = pd.read_csv(optimization_sweep / "optimization" / "comparison.csv", index_col=0)
+    assert len(comparison) == run_settings.optimization_jobs
     assert_frame_in_page(page, "comparison", comparison)
     rows = cells(page, "optimization-summary")
+    for setting, values in read_json(optimization_sweep / "summary.json")["table2"].items():
+        assert close(rows[(setting, "mean")]["data-value"], values["mean"])
     best = comparison["mean"].idxmax()
     assert "best" in rows[(best, "mean")]["class"] and "★" in "".join(page.text)
-    assert_images_embedded(page, 1)  # comparison.png
+    assert text.count("<polyline") == len(comparison)  # one curve per setting
+    assert_images_embedded(page, "optimization/comparison.png")
     assert_self_contained(text)
 
 
-def test_calibration_report(tmp_path, artifacts):
-    directory = artifacts.calibration(tmp_path / "run")
-    text, page = read(write_report(directory))
-    assert keyed(page, "calibration-fit")["psnr"] == 34.5
-    assert_frame_in_page(
-        page, "calibration-variants", pd.read_csv(directory / "calibration" / "variants.csv", index_col=0)
-    )
+def test_calibration_report(calibration_run, run_settings):
+    text, page = read(write_report(calibration_run))
+    fit = read_json(calibration_run / "calibration" / "fit.json")
+    numbers = keyed(page, "calibration-fit")
+    metrics = {key: value for key, value in fit["metrics"].items() if not isinstance(value, str)}
+    assert "psnr" in metrics
+    for key, value in metrics.items():
+        assert close(numbers[key], value), key
+    assert numbers["heldout_pairs (count)"] == len(fit["heldout_pairs"])
+    variants = pd.read_csv(calibration_run / "calibration" / "variants.csv", index_col=0)
+    assert set(variants.index) == set(run_settings.calibration_variants)
+    assert_frame_in_page(page, "calibration-variants", variants)
     assert "Fitted θ" in text and "Camera parameters" in text
-    assert_images_embedded(page, 1)
+    theta = numeric_groups(fit["theta"])
+    shown = theta_shown(text, "calibration-theta")
+    for group, value in theta.items():
+        assert np.allclose(shown[group], value.ravel(), rtol=0, atol=DISPLAYED_THETA_TOLERANCE), group
+    assert_images_embedded(page, "calibration/residuals.png", "stages.png")
     assert_self_contained(text)
 
 
@@ -252,12 +379,11 @@ def test_empty_directory_gives_a_page_with_a_note(tmp_path):
     assert "summary.json is missing" in text
 
 
-def test_malformed_result_json_is_reported_not_raised(tmp_path, artifacts):
-    directory = artifacts.forensics(tmp_path / "run")
-    (directory / "forensics" / "result.json").write_text('{"lambda": 0.001, "metric_before": ')
-    text, page = read(write_report(directory))
+def test_malformed_result_json_is_reported_not_raised(forensics_run):
+    (forensics_run / "forensics" / "result.json").write_text('{"lambda": 0.001, "metric_before": ')
+    text, page = read(write_report(forensics_run))
     assert "forensics/result.json was skipped" in text
-    assert_images_embedded(page, 2)  # the rest of the run is still there
+    assert_images_embedded(page, "forensics/samples.png", "stages.png")  # the rest of the run is still there
     assert '<section id="provenance">' in text
 
 
@@ -272,7 +398,8 @@ def test_malformed_optional_artifacts_are_reported(synthesis_run):
     assert "synthesis/ranking.csv was skipped" in text
     matrix = pd.read_csv(folder / "matrix.csv", index_col=0)
     assert_frame_in_page(page, "matrix", matrix)  # the matrix itself is still shown, without std
-    assert_images_embedded(page, 1)
+    assert not any("data-std" in a for a in cells(page, "matrix").values())
+    assert_images_embedded(page, "stages.png")
 
 
 def test_summary_that_is_not_an_object_is_reported(tmp_path):
@@ -293,9 +420,9 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_stage_figure_static_pipeline(tmp_path, artifacts):
-    path = artifacts.stage_figure(tmp_path)
-    width, height = png_size(path)
+def test_stage_figure_of_a_run(synthesis_template):
+    """The figure the synthesis run drew of its best static pipeline on three of its raw images."""
+    width, height = png_size(synthesis_template / "stages.png")
     assert width > 1.5 * height > 0  # 8 stages side by side, 3 rows of square images
 
 
@@ -421,7 +548,7 @@ def test_browser_dom_holds_the_matrix_values(rendered):
     matrix = pd.read_csv(directory / "synthesis" / "matrix.csv", index_col=0)
     assert len(cells(page, "matrix")) == matrix.size
     assert_frame_in_page(page, "matrix", matrix)
-    assert len(images(page)) == 2
+    assert_images_embedded(page, "synthesis/heatmap.png", "stages.png")
 
 
 def test_browser_reports_no_console_error_and_no_request(rendered):
