@@ -12,4 +12,11 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    from raw2logit.cli import check_group_choices, check_output_folders
+
+    check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    check_output_folders(sys.argv[1:])
     main()

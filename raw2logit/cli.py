@@ -22,7 +22,54 @@ from omegaconf import DictConfig, OmegaConf
 
 from raw2logit.errors import InputError
 
-MODES = ("synthesis", "forensics", "optimization", "calibrate")
+
+def check_group_choices(arguments: list[str], conf: Path) -> None:
+    """Command-line choices of config groups (``dataset=sim_drone``, ``-m trainer=cpu,gpu``) that name
+    no config file: one sentence and exit status 2, before Hydra (whose message spans a screen)."""
+    groups = {path.name for path in conf.iterdir() if path.is_dir() and path.name != "hydra"}
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        key = key.lstrip("+~")
+        if key not in groups or not value:
+            continue
+        options = sorted(path.stem for path in (conf / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options and choice != "null":
+                print(
+                    f"error: Unknown {key} {choice!r}; expected one of {', '.join(options)}.", file=sys.stderr
+                )
+                sys.exit(2)
+
+
+def check_output_folders(arguments: list[str]) -> None:
+    """The folders a run writes (``hydra.run.dir``, ``hydra.sweep.dir``, ``paths.outputs``; ``outputs``
+    by default) must be creatable: checked before Hydra creates them (it would end in a traceback).
+    A probe folder is made and removed in the nearest existing parent."""
+    import tempfile
+
+    values = dict(argument.partition("=")[::2] for argument in arguments if "=" in argument)
+    targets = {
+        key: values[key] for key in ("hydra.run.dir", "hydra.sweep.dir", "paths.outputs") if key in values
+    }
+    if "paths.outputs" not in targets:
+        targets.setdefault("paths.outputs", "outputs")
+    for key, value in targets.items():
+        if "${" in value or "," in value:
+            continue  # resolved by Hydra: checked where the run writes
+        parent = Path(value).expanduser().absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        try:
+            if not parent.is_dir():
+                raise NotADirectoryError(0, f"{parent} is not a folder")
+            Path(tempfile.mkdtemp(prefix=".raw2logit-probe-", dir=parent)).rmdir()
+        except OSError as error:
+            reason = error.strerror if parent.is_dir() is False else f"{error.strerror} in {parent}"
+            print(
+                f"error: {key}={value} cannot be written ({reason}); expected a writable folder.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def log(message: str = "") -> None:
@@ -177,16 +224,41 @@ def record_run(ctx: Context, run_id: str | None) -> None:
     ctx.tracker.log_artifact(run_id, ctx.run_dir / "config.yaml")
 
 
+def check_writable(folder: Path, key: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there (one sentence if not)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".raw2logit-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"{folder} is not writable ({error.strerror or type(error).__name__}); "
+                         f"expected a folder raw2logit can write to (set {key}=...).") from None  # fmt: skip
+    return folder
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What only this machine can tell: a GPU for trainer=gpu/ddp."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise InputError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch sees none on this machine "
+                         "(torch.cuda.is_available() is False); use trainer=cpu.")  # fmt: skip
+
+
 def _main(cfg: DictConfig):
-    from raw2logit.runtime import keep_freed_memory
+    from raw2logit.config import check_config
+    from raw2logit.runtime import keep_freed_memory, offline_libraries
     from raw2logit.tracking import Tracker
 
+    check_config(cfg)
+    offline_libraries()
+    directory = check_writable(run_dir(cfg), "hydra.run.dir")
+    check_writable(Path(cfg.paths.outputs), "paths.outputs")
     keep_freed_memory()
     _quiet_libraries()
-    if cfg.mode not in MODES:
-        raise InputError(f"Unknown mode {cfg.mode!r}; expected one of {', '.join(MODES)}.")
-    directory = run_dir(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
+    check_machine(cfg)
     tracker = Tracker(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.outputs, cfg.tracking.enabled, log
     ).connect()
@@ -210,6 +282,19 @@ def _main(cfg: DictConfig):
     return handlers[cfg.mode](ctx)
 
 
+def _discard_empty_run_dir(cfg: DictConfig) -> None:
+    """A run stopped by bad input before it wrote anything leaves no folder behind (Hydra creates
+    the run folder and its ``.hydra/`` before the config can be checked)."""
+    import shutil
+
+    try:
+        directory = run_dir(cfg)
+        if directory.is_dir() and {p.name for p in directory.iterdir()} <= {".hydra"}:
+            shutil.rmtree(directory)
+    except (OSError, InputError, ValueError):
+        pass
+
+
 def main(cfg: DictConfig):
     """Entry point called by ``run.py``."""
     from raw2logit.runtime import interrupted, request_interrupt
@@ -220,6 +305,7 @@ def main(cfg: DictConfig):
     except InputError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        _discard_empty_run_dir(cfg)
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
     except (KeyboardInterrupt, SystemExit) as error:

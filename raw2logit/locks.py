@@ -9,18 +9,27 @@ from pathlib import Path
 
 
 @contextmanager
-def file_lock(path: str | Path):
+def file_lock(path: str | Path, wait: bool = True):
     """Hold an exclusive advisory lock on ``path`` (created if needed) for the block.
 
     The first job to arrive generates a dataset, view set or task model; the others wait and
-    then find it done. POSIX only (``fcntl``), as the project's targets (Linux, macOS, clusters).
+    then find it done. With ``wait=False`` the block gets False at once instead of waiting when
+    another process holds the lock (it then holds nothing): parallel runs of one config take the
+    units of work nobody holds and come back to the others. POSIX only (``fcntl``), as the
+    project's targets (Linux, macOS, clusters).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
         os.close(handle)

@@ -19,7 +19,12 @@ from raw2logit.cli import (
     record_run,
 )
 from raw2logit.errors import InputError
-from raw2logit.isp import STATIC_PIPELINE_NAMES, resolve_pipeline_names
+from raw2logit.names import (
+    CALIBRATED_PREFIX,
+    CORRUPTION_NAMES,
+    STATIC_PIPELINE_NAMES,
+    resolve_pipeline_names,
+)
 
 SYNTHESIS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "folds", "epochs", "batch_size", "lr",
                   "augment", "synthesis.test", "synthesis.severity", "synthesis.corruptions"]  # fmt: skip
@@ -32,7 +37,7 @@ def _names(value, calibrated: dict | None = None) -> list[str]:
     """
     from omegaconf import OmegaConf
 
-    from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+    from raw2logit.controls.calibration import load_calibrated
 
     value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     items = [value] if isinstance(value, str) else list(value)
@@ -52,8 +57,6 @@ def _names(value, calibrated: dict | None = None) -> list[str]:
 
 def _corruption_names(value) -> list[str]:
     from omegaconf import OmegaConf
-
-    from raw2logit.controls.corruptions import CORRUPTION_NAMES
 
     if value in (None, "none", []):
         return []
@@ -77,13 +80,66 @@ def device(cfg) -> str:
     return "cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
 
 
+def check_finite_result(result: dict, keys, what: str) -> None:
+    """Nothing non-finite is stored as a finished result."""
+    import math
+
+    from raw2logit.errors import NonFiniteError
+
+    bad = {key: result[key] for key in keys if not math.isfinite(float(result[key]))}
+    if bad:
+        raise NonFiniteError(f"The {what} ended with non-finite results {bad}; nothing is stored (check lambda and "
+                             "the learning rates).")  # fmt: skip
+
+
 def resumable_run(ctx: Context, results: Path, name: str):
-    """The MLflow run of a results store: reopened when the store is resumed."""
+    """A new MLflow run for this invocation; when the results store was used before, the run is tagged
+    with the run it continues (``raw2logit.continues``). Runs are never reopened: each invocation's
+    run holds what that invocation did, with its own start, end and parameters."""
     state = results / "mlflow_run.json"
-    resume = json.loads(state.read_text()).get("run_id") if state.exists() else None
-    if resume and ctx.tracker.status(resume) is None:
-        resume = None  # the store was tracked elsewhere (another tracking URI)
-    return ctx.tracker.run(name, params=flat_params(ctx.cfg), parent=ctx.parent_run, resume=resume), state
+    previous = json.loads(state.read_text()).get("run_id") if state.exists() else None
+    tags = {"raw2logit.continues": previous} if previous else None
+    return ctx.tracker.run(name, params=flat_params(ctx.cfg), parent=ctx.parent_run, tags=tags), state
+
+
+def cell_record(results: Path, train: str, fold: int) -> Path:
+    """Where a synthesis cell's MLflow child run is noted (beside the results, not among the cells)."""
+    return results / "mlflow" / train / f"fold{fold}.json"
+
+
+def log_cell(ctx: Context, results: Path, run_id, cell: dict) -> None:
+    """The cell's MLflow child run (metrics, cell file, model), written once and completed later if an
+    interruption or a crash left it unfinished: the child's id is noted before anything is logged."""
+    from raw2logit.controls.synthesis import cell_path, model_file
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.runtime import deferred_interrupts
+
+    tracker = ctx.tracker
+    if not tracker.enabled or run_id is None:
+        return
+    train, fold = cell["train"], cell["fold"]
+    note = cell_record(results, train, fold)
+    record = json.loads(note.read_text()) if note.exists() else {}
+    if record.get("tracking_uri") != tracker.uri:
+        record = {}  # noted in another store: log it here too
+    if record.get("status") == "FINISHED":
+        return
+    with deferred_interrupts():
+        child = record.get("run_id") if record and tracker.status(record["run_id"]) else None
+        if child is None:
+            child = tracker.start(f"{train} fold {fold}", {"train": train, "fold": fold}, parent=run_id,
+                                  tags={"raw2logit.train_pipeline": train, "raw2logit.fold": str(fold)})  # fmt: skip
+            if child is None:
+                return
+            write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "RUNNING"})
+        metrics = {f"test.{k}": v for k, v in cell["test"].items()}
+        metrics.update({f"corruption.{k}": v for k, v in cell["corruptions"].items()})
+        if not tracker.has_metrics(child):
+            tracker.log_metrics(child, {**metrics, "clean": cell["clean"], "seconds": cell["seconds"]})
+        tracker.log_artifact(child, cell_path(results, train, fold))
+        tracker.log_artifact(child, model_file(results, train, fold), "model")
+        tracker.end(child)
+        write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "FINISHED"})
 
 
 def finish_run(ctx: Context, run_id, pipeline=None, raw=None) -> None:
@@ -106,18 +162,13 @@ def synthesis_mode(ctx: Context) -> dict:
     """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
     from omegaconf import OmegaConf
 
-    from raw2logit.controls.synthesis import assemble, cell_path, format_matrix, model_file, run_synthesis
+    from raw2logit.controls.synthesis import assemble, cell_path, format_matrix, run_synthesis
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.views import ViewCache
+    from raw2logit.locks import file_lock
 
-    cfg = ctx.cfg
-    if cfg.data_model.kind != "static":
-        raise InputError(
-            f"mode=synthesis trains on the static pipelines; use data_model=static (got {cfg.data_model.kind})."
-        )
+    cfg = ctx.cfg  # checked by raw2logit.config before the mode starts
     severity = cfg.synthesis.severity
-    if not isinstance(severity, int) or not 1 <= severity <= 5:
-        raise InputError(f"synthesis.severity must be an integer from 1 to 5; got {severity!r}.")
     calibrated: dict[str, Path] = {}
     train_names, test_names = _names(cfg.synthesis.train, calibrated), _names(cfg.synthesis.test, calibrated)
     corruption_names = _corruption_names(cfg.synthesis.corruptions)
@@ -139,23 +190,17 @@ def synthesis_mode(ctx: Context) -> dict:
         write_json_atomic(state, {"run_id": run_id})
         record_run(ctx, run_id)
 
-        def on_cell(cell):
-            child = ctx.tracker.start(f"{cell['train']} fold {cell['fold']}", {"train": cell["train"], "fold": cell["fold"]},
-                                      parent=run_id)  # fmt: skip
-            metrics = {f"test.{k}": v for k, v in cell["test"].items()}
-            metrics.update({f"corruption.{k}": v for k, v in cell["corruptions"].items()})
-            ctx.tracker.log_metrics(child, {**metrics, "clean": cell["clean"], "seconds": cell["seconds"]})
-            ctx.tracker.log_artifact(child, cell_path(results, cell["train"], cell["fold"]))
-            ctx.tracker.log_artifact(child, model_file(results, cell["train"], cell["fold"]), "model")
-            ctx.tracker.end(child)
-
         cells = run_synthesis(
             dataset=ctx.dataset, views=views, train_names=train_names, test_names=test_names, folds=cfg.folds,
             fold=cfg.fold, seed=cfg.seed, severity=severity, corruption_names=corruption_names,
             make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg),
-            batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models, on_cell=on_cell, log=log,
+            batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models,
+            on_cell=lambda cell: log_cell(ctx, results, run_id, cell), log=log,
             model_metadata={"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "dataset": cfg.dataset.name},
         )  # fmt: skip
+        for cell in cells:  # records an earlier run left unfinished are completed now
+            with file_lock(cell_path(results, cell["train"], cell["fold"]).with_suffix(".lock")):
+                log_cell(ctx, results, run_id, cell)
         for cell in cells:  # the run directory holds its own cells (a sweep assembles from them)
             write_json_atomic(cell_path(ctx.run_dir, cell["train"], cell["fold"]), cell)
         summary = assemble(cells, ctx.run_dir, STATIC_PIPELINE_NAMES)
@@ -196,52 +241,17 @@ FORENSICS_KEYS = ["dataset", "data_model", "task_model", "trainer", "seed", "fol
 
 def data_model_pipeline(cfg, camera):
     """The parametrized data model the config asks for, at its initial θ (θ_stat by default)."""
-    from raw2logit.controls.calibration import CALIBRATED_PREFIX
     from raw2logit.isp import ParametrizedPipeline
-    from raw2logit.isp.parametrized import load_theta_json
 
     options = cfg.data_model
     theta_file = options.get("theta") if options.kind == "parametrized" else None
     if theta_file and str(theta_file).startswith(CALIBRATED_PREFIX):
         theta_file = str(theta_file)[len(CALIBRATED_PREFIX) :]
     if theta_file:
-        document = load_theta_json(theta_file)
-        return ParametrizedPipeline(camera, options.get("normalize_output", False), document["theta"],
-                                    document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
-    return ParametrizedPipeline(camera, bool(options.get("normalize_output", False)))
-
-
-def load_task_checkpoint(path, dataset):
-    """A task model saved by synthesis (or forensics): (model, normalisation, metadata)."""
-    import torch
-
-    from raw2logit.cli import instantiate_clean
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"forensics.checkpoint={path} does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(
-            f"{path} is not a readable task model checkpoint ({type(error).__name__})."
-        ) from None
-    missing = [k for k in ("state_dict", "task", "num_classes", "task_model") if k not in checkpoint]
-    if missing:
-        raise InputError(f"{path} is not a raw2logit task model checkpoint (it lacks {', '.join(missing)}).")
-    if checkpoint["task"] != dataset.task or checkpoint["num_classes"] != dataset.num_classes:
-        raise InputError(
-            f"{path} holds a {checkpoint['task']} model with {checkpoint['num_classes']} classes, but "
-            f"{dataset.name} is a {dataset.task} dataset with {dataset.num_classes} classes."
+        return ParametrizedPipeline.from_theta_json(
+            theta_file, bool(options.get("normalize_output", False)), camera
         )
-    model = instantiate_clean(checkpoint["task_model"], num_classes=dataset.num_classes, in_channels=3)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise InputError(
-            f"{path} does not fit the task model it names ({str(error).splitlines()[0]})."
-        ) from None
-    return model, checkpoint.get("normalisation"), {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return ParametrizedPipeline(camera, bool(options.get("normalize_output", False)))
 
 
 def checkpoint_from_run(ctx: Context, run_id: str) -> Path:
@@ -275,7 +285,8 @@ def train_task_model(cfg, dataset, pipeline, raw, train_index, fold: int, path: 
     import torch
     from omegaconf import OmegaConf
 
-    from raw2logit.controls.synthesis import save_task_model, train_cell
+    from raw2logit.controls.synthesis import train_cell
+    from raw2logit.tasks.checkpoints import save_task_model
 
     log(f"training the task model on {pipeline.variant} views of fold {fold} ({len(train_index)} images)")
     with torch.no_grad():
@@ -285,36 +296,34 @@ def train_task_model(cfg, dataset, pipeline, raw, train_index, fold: int, path: 
                         dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model")  # fmt: skip
     metadata = {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "pipeline": pipeline.variant,
                 "fold": fold, "task": dataset.task, "num_classes": dataset.num_classes}  # fmt: skip
-    return save_task_model(module, path, metadata)
+    return save_task_model(module.task_model, module.normalise.as_dict(), path, metadata)
 
 
 def forensics_mode(ctx: Context) -> dict:
     """Drift forensics: adversarial search over θ against a frozen task model."""
     import torch
 
-    from raw2logit.controls.forensics import REGULARIZERS, run_search
+    from raw2logit.controls.forensics import run_search
     from raw2logit.controls.synthesis import Subset
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.splits import kfold_splits
-    from raw2logit.isp.parametrized import check_groups
     from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     cfg, dataset = ctx.cfg, ctx.dataset
     options = cfg.forensics
-    lam = cfg["lambda"]
-    if not isinstance(lam, (int, float)) or lam < 0:
-        raise InputError(f"lambda must be a non-negative number (the weight of ||V - V~||²); got {lam!r}.")
-    if options.regularizer not in REGULARIZERS:
-        raise InputError(
-            f"Unknown forensics.regularizer {options.regularizer!r}; expected one of {', '.join(REGULARIZERS)}."
-        )
-    check_groups(options.target)
+    lam = cfg["lambda"]  # checked by raw2logit.config: finite, >= 0
     raw = RawInputs(dataset)
     # The task model: a checkpoint, an MLflow run's checkpoint, or trained here on the views at θ_stat.
     source = options.checkpoint or (checkpoint_from_run(ctx, options.from_run) if options.from_run else None)
-    checkpoint = load_task_checkpoint(source, dataset) if source else None
+    shown = (
+        f"the checkpoint logged with MLflow run {options.from_run}"
+        if options.from_run and not options.checkpoint
+        else None
+    )
+    checkpoint = load_task_checkpoint(source, dataset, shown=shown) if source else None
     fold = cfg.fold if cfg.fold is not None else 0
     if checkpoint is not None and checkpoint[2].get("fold") is not None:
         trained_fold = int(checkpoint[2]["fold"])
@@ -347,22 +356,24 @@ def forensics_mode(ctx: Context) -> dict:
             ctx.tracker.log_artifact(run_id, trained)
 
         result_file = results / "result.json"
-        if result_file.exists():
-            log(f"forensics result found in {results}: reused")
-            result = json.loads(result_file.read_text())
-            pipeline.load_theta(result["theta_after"])
-        else:
-            result = run_search(
-                task_model=task_model.to(device(cfg)), pipeline=pipeline, task=dataset.task,
-                num_classes=dataset.num_classes, normalisation=normalisation,
-                train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
-                test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], lam=float(lam),
-                target=options.target, regularizer=options.regularizer, epochs=options.epochs,
-                batch_size=cfg.batch_size, lr=options.lr, plausible=options.plausible,
-                make_trainer=make_trainer_factory(cfg, max_epochs=options.epochs), seed=cfg.seed, log=log,
-            )  # fmt: skip
-            result["task_model"] = {k: v for k, v in info.items() if k != "normalisation"}
-            write_json_atomic(result_file, result)
+        with file_lock(results / "result.lock"):  # a parallel run of this config searches once
+            if result_file.exists():
+                log(f"forensics result found in {results}: reused")
+                result = json.loads(result_file.read_text())
+                pipeline.load_theta(result["theta_after"])
+            else:
+                result = run_search(
+                    task_model=task_model.to(device(cfg)), pipeline=pipeline, task=dataset.task,
+                    num_classes=dataset.num_classes, normalisation=normalisation,
+                    train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+                    test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], lam=float(lam),
+                    target=options.target, regularizer=options.regularizer, epochs=options.epochs,
+                    batch_size=cfg.batch_size, lr=options.lr, plausible=options.plausible,
+                    make_trainer=make_trainer_factory(cfg, max_epochs=options.epochs), seed=cfg.seed, log=log,
+                )  # fmt: skip
+                result["task_model"] = {k: v for k, v in info.items() if k != "normalisation"}
+                check_finite_result(result, ("metric_before", "metric_after", "l2"), "forensic search")
+                write_json_atomic(result_file, result)
         write_json_atomic(folder / "result.json", result)
         pipeline.save_theta_json(folder / "theta_adversarial.json")
         reference = data_model_pipeline(cfg, dataset.camera).to(pipeline.black_level.device)
@@ -413,16 +424,54 @@ def processor_factory(cfg, dataset):
     return make
 
 
+def _optimization_fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_processor, raw,
+                       splits) -> dict:  # fmt: skip
+    """One fold of mode=optimization: read from the results store, or trained, stored and logged."""
+    from raw2logit.controls.optimization import mean_views_statistics, train_setting
+    from raw2logit.controls.synthesis import Subset
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.runtime import deferred_interrupts
+    from raw2logit.training import METRIC_NAMES
+
+    cfg, dataset = ctx.cfg, ctx.dataset
+    train_index, test_index = splits[fold]
+    done = results / f"fold{fold}.json"
+    if done.exists():
+        log(f"{setting} fold {fold}: done in an earlier run, skipped")
+        return json.loads(done.read_text())
+    log(f"{setting} fold {fold}: training on {len(train_index)} raw images")
+    normalisation = None
+    if dataset.normalisation == "auto":
+        normalisation = mean_views_statistics(make_processor(), raw, train_index)
+    base = make_module_factory(cfg, dataset, make_processor)
+    outcome = train_setting(
+        make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg),
+        train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+        test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
+        fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
+    )  # fmt: skip
+    record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
+    processor = outcome["module"].processor
+    metric = METRIC_NAMES[dataset.task]
+    with deferred_interrupts():  # the fold's files and its record are written together
+        if hasattr(processor, "save_theta_json"):
+            processor.save_theta_json(results / f"theta_fold{fold}.json")
+        write_json_atomic(done, record)
+        for row in record["rows"]:
+            ctx.tracker.log_metrics(run_id, {f"val_{metric}_fold{fold}": row["metric"]}, step=row["step"])
+    return record
+
+
 def optimization_mode(ctx: Context) -> dict:
     """Drift optimization: data model and task model trained together (or the data model frozen)."""
     import pandas as pd
     import torch
 
-    from raw2logit.controls.optimization import describe_setting, mean_views_statistics, table2, train_setting
-    from raw2logit.controls.synthesis import Subset
+    from raw2logit.controls.optimization import describe_setting, table2
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.splits import kfold_splits
+    from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure, curves_figure
     from raw2logit.training import METRIC_NAMES
 
@@ -445,32 +494,8 @@ def optimization_mode(ctx: Context) -> dict:
         record_run(ctx, run_id)
         rows, thetas = [], {}
         for fold in fold_ids:
-            train_index, test_index = splits[fold]
-            done = results / f"fold{fold}.json"
-            if done.exists():
-                log(f"{setting} fold {fold}: done in an earlier run, skipped")
-                record = json.loads(done.read_text())
-            else:
-                log(f"{setting} fold {fold}: training on {len(train_index)} raw images")
-                normalisation = None
-                if dataset.normalisation == "auto":
-                    normalisation = mean_views_statistics(make_processor(), raw, train_index)
-                base = make_module_factory(cfg, dataset, make_processor)
-                outcome = train_setting(
-                    make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg),
-                    train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
-                    test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
-                    fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
-                )  # fmt: skip
-                record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
-                processor = outcome["module"].processor
-                if hasattr(processor, "save_theta_json"):
-                    processor.save_theta_json(results / f"theta_fold{fold}.json")
-                write_json_atomic(done, record)
-                for row in record["rows"]:
-                    ctx.tracker.log_metrics(
-                        run_id, {f"val_{metric}_fold{fold}": row["metric"]}, step=row["step"]
-                    )
+            with file_lock(results / f"fold{fold}.lock"):  # a parallel run of this config trains it once
+                record = _optimization_fold(ctx, results, run_id, fold, setting, make_processor, raw, splits)
             rows += record["rows"]
             thetas[fold] = record["thetas"]
             if (results / f"theta_fold{fold}.json").exists():
@@ -516,8 +541,7 @@ def calibrate_mode(ctx: Context) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from raw2logit.controls.calibration import CALIBRATED_PREFIX, fit, read_pairs, simulate_pairs
-    from raw2logit.isp import STATIC_PIPELINE_NAMES
+    from raw2logit.controls.calibration import fit, read_pairs, simulate_pairs
 
     cfg, options = ctx.cfg, ctx.cfg.calibrate
     if options.pairs:
@@ -559,7 +583,7 @@ def calibrate_mode(ctx: Context) -> dict:
 
 def pipeline_module(name: str, camera, calibrated: dict | None = None):
     """A data model by name: one of the 12 static pipelines, or a calibrated one."""
-    from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+    from raw2logit.controls.calibration import load_calibrated
     from raw2logit.isp import StaticPipeline
 
     if calibrated and name in calibrated:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -34,18 +35,51 @@ def keep_freed_memory() -> bool:
 
 
 _interrupted = False
+_deferring = 0  # > 0 inside ``deferred_interrupts``
+_pending = None
 
 
 def request_interrupt(signum=None, frame=None):
-    """Signal handler for SIGINT/SIGTERM: remember the interruption, then raise ``KeyboardInterrupt``.
+    """Signal handler for SIGINT/SIGTERM: remember the interruption, then raise ``KeyboardInterrupt``
+    (at once, or at the end of a ``deferred_interrupts`` block).
 
     pytorch-lightning turns a ``KeyboardInterrupt`` inside ``fit`` into ``SystemExit(1)``; the
     flag lets the run still be recorded as KILLED (not FAILED) and exit with status 130.
     """
-    global _interrupted
+    global _interrupted, _pending
     _interrupted = True
+    if _deferring:
+        _pending = signum
+        return
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def deferred_interrupts():
+    """A block that an interruption does not cut in two: a SIGINT/SIGTERM arriving inside it takes
+    effect when it ends. Used where a result file and its MLflow record must both be written (a
+    few hundred milliseconds with a local store)."""
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            raise KeyboardInterrupt(f"signal {signum}")
 
 
 def interrupted() -> bool:
     return _interrupted
+
+
+def offline_libraries() -> None:
+    """Keep libraries from calling home: MLflow 3 sends usage telemetry (a DNS lookup of its
+    telemetry host at the first client call) unless told not to. raw2logit makes no connection
+    unless the user asks for one (a remote tracking URI, a pretrained download, ``make data``); a
+    user who wants MLflow's telemetry sets ``MLFLOW_DISABLE_TELEMETRY=false`` explicitly."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from raw2logit.errors import InputError
@@ -44,17 +44,31 @@ class Tracker:
         self.experiment = experiment
         self._client = None
         self._experiment_id = None
-        self._failed = False
+        self._failures: set[str] = set()
 
     # -- set-up ---------------------------------------------------------------------------
     def connect(self) -> Tracker:
         """Open the store and the experiment; an unreachable server is an error now, not later."""
         if not self.enabled:
             return self
+        from raw2logit.runtime import offline_libraries
+
+        offline_libraries()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars are for notebooks
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
+        from raw2logit.locks import file_lock
+
+        lock = file_lock(self.outputs / ".mlflow.lock") if self.local else nullcontext()
+        with lock:  # two first runs together: one creates the SQLite store, the other waits for it
+            self._open_store(MlflowClient)
+        # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to the whole process (and its
+        # children), which would send a later run with another store to this one.
+        return self
+
+    def _open_store(self, MlflowClient) -> None:
         if self.local:
             self.outputs.mkdir(parents=True, exist_ok=True)
         try:
@@ -72,9 +86,6 @@ class Tracker:
                 f"The MLflow tracking store {self.uri} is not reachable ({type(error).__name__}); "
                 "check tracking.uri or MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
             ) from None
-        # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to the whole process (and its
-        # children), which would send a later run with another store to this one.
-        return self
 
     @property
     def ui_command(self) -> str:
@@ -89,20 +100,17 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except Exception as error:  # logging must never lose the run's results
-            if not self._failed:
-                warnings.warn(f"MLflow {action} failed ({type(error).__name__}: {error}); files are kept on disk.",
-                              stacklevel=3)  # fmt: skip
-            self._failed = True
+            message = f"MLflow {action} failed ({type(error).__name__}: {str(error)[:300]}); files are kept on disk."
+            if message not in self._failures:  # every distinct failure is told, each once
+                self._failures.add(message)
+                warnings.warn(message, stacklevel=3)
             return None
 
     def start(self, name: str, params: dict | None = None, tags: dict | None = None,
-              parent: str | None = None, resume: str | None = None) -> str | None:  # fmt: skip
-        """Create (or, with ``resume``, reopen) a run; returns its id."""
+              parent: str | None = None) -> str | None:  # fmt: skip
+        """Create a run; returns its id (None when tracking is off or the store failed)."""
 
         def create():
-            if resume:
-                self._client.update_run(resume, status="RUNNING")
-                return resume
             all_tags = dict(tags or {})
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
@@ -145,14 +153,16 @@ class Tracker:
         run = self._safely("get_run", self._client.get_run, run_id) if run_id else None
         return run.info.status if run else None
 
+    def has_metrics(self, run_id) -> bool:
+        run = self._safely("get_run", self._client.get_run, run_id) if run_id else None
+        return bool(run and run.data.metrics)
+
     @contextmanager
-    def run(
-        self, name: str, params: dict | None = None, parent: str | None = None, resume: str | None = None
-    ):
+    def run(self, name: str, params: dict | None = None, parent: str | None = None, tags: dict | None = None):
         """A run that ends FINISHED, or FAILED if its block raises (KILLED on interruption)."""
         from raw2logit.runtime import interrupted
 
-        run_id = self.start(name, params, parent=parent, resume=resume)
+        run_id = self.start(name, params, tags=tags, parent=parent)
         try:
             yield run_id
         except BaseException as error:

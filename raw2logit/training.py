@@ -18,7 +18,7 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
-from raw2logit.errors import InputError
+from raw2logit.errors import InputError, NonFiniteError, check_finite_loss
 
 METRIC_NAMES = {"classification": "accuracy", "segmentation": "iou"}
 
@@ -86,6 +86,12 @@ class Normalise(nn.Module):
         if self.mean.numel() == 0 or x.shape[1] != self.mean.shape[1]:
             return x
         return (x - self.mean) / self.std
+
+    def as_dict(self) -> dict | None:
+        """``{"mean": [...], "std": [...]}`` (what a checkpoint stores), or None without statistics."""
+        if self.mean.numel() == 0:
+            return None
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
 
 class DriftModule(pl.LightningModule):
@@ -156,6 +162,9 @@ class DriftModule(pl.LightningModule):
             views, target = weak_augmentation(views, target, self._generator)
         logits = self.logits(views, self._target_size(target))
         loss = self.loss_fn(logits, target)
+        check_finite_loss(loss, "training loss", self.current_epoch, batch_index,
+                          f"the run stops here with nothing stored for this unit (lr={self.lr:g}; lower it, or "
+                          "check the data model's θ)")  # fmt: skip
         self.train_metric.update(self._predictions(logits), target)
         self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
         return loss
@@ -181,6 +190,7 @@ class DriftModule(pl.LightningModule):
 
     def on_train_end(self):
         recalibrate_batchnorm(self, self.trainer.train_dataloader)
+        check_finite_parameters(self)
 
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.task_model.parameters() if p.requires_grad], "lr": self.lr}]
@@ -189,6 +199,15 @@ class DriftModule(pl.LightningModule):
             if trainable:
                 groups.append({"params": trainable, "lr": self.processor_lr})
         return torch.optim.Adam(groups)
+
+
+def check_finite_parameters(module: nn.Module) -> None:
+    """Raise ``NonFiniteError`` if a trained weight or BatchNorm statistic is NaN or infinite."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise NonFiniteError(f"Training left non-finite values in {name}; the run stops with nothing stored "
+                                 "for this unit (lower the learning rate).")  # fmt: skip
 
 
 @torch.no_grad()

@@ -45,14 +45,12 @@ import torch
 
 from raw2logit.data.dng_folder import DNG_SUFFIX, _BadFileError, _read_dng
 from raw2logit.data.files import BadFiles, write_json_atomic
-from raw2logit.errors import InputError
+from raw2logit.errors import InputError, check_finite_loss
 from raw2logit.isp.camera import CameraParams
-from raw2logit.isp.colour import TONE_CURVES
 from raw2logit.isp.parametrized import ParametrizedPipeline
-from raw2logit.isp.static import STATIC_PIPELINE_NAMES, resolve_pipeline_names
 from raw2logit.isp.validation import check_raw
+from raw2logit.names import CALIBRATED_PREFIX, STATIC_PIPELINE_NAMES, TONE_CURVES, resolve_pipeline_names
 
-CALIBRATED_PREFIX = "calibrated:"
 PROCESSED_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 # A processed image this much smaller than its raw (per side) is most likely a camera JPEG
 # without the sensor's border (DNG DefaultCrop): the error message says so.
@@ -495,12 +493,15 @@ def _optimise(
             FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * step / steps))
         ),
     )
-    for _ in range(steps):
+    for step in range(steps):
         batch_raw, batch_target, batch_valid = _crop_batch(raw, target, valid, patch_size, generator)
         if patch_size is not None:
             batch_valid = _valid_mask(batch_target, margin) & batch_valid
         optimiser.zero_grad(set_to_none=True)
-        calibration_loss(pipeline(batch_raw), batch_target, batch_valid).backward()
+        loss = calibration_loss(pipeline(batch_raw), batch_target, batch_valid)
+        check_finite_loss(loss, "calibration loss", 0, step,
+                          f"the fit stops with nothing written (calibrate.lr={lr:g}; lower it)")  # fmt: skip
+        loss.backward()
         optimiser.step()
         schedule.step()
     pipeline.set_trainable([])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from raw2logit.errors import InputError
 from raw2logit.isp.filters import correlate2d, gaussian_filter2d, gaussian_kernel1d
+from raw2logit.names import CORRUPTION_NAMES
 
 Corruption = Callable[..., torch.Tensor]
 
@@ -394,7 +395,6 @@ CORRUPTIONS: dict[str, Corruption] = {
     "saturate": saturate,
     "elastic_transform": elastic_transform,
 }
-CORRUPTION_NAMES = tuple(CORRUPTIONS)
 
 
 def check_images(images: torch.Tensor) -> None:

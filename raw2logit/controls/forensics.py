@@ -19,12 +19,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from raw2logit.errors import InputError
+from raw2logit.errors import InputError, check_finite_loss
 from raw2logit.isp import THETA_GROUPS, ParametrizedPipeline
 from raw2logit.isp.parametrized import check_groups
+from raw2logit.names import REGULARIZERS
 from raw2logit.training import METRIC_NAMES, DriftModule, Normalise, TaskLoss
-
-REGULARIZERS = ("l2", "ssim")
 
 # Physically plausible ranges for the projection option, relative to θ_stat where marked:
 # black level: absolute offset in [0, 0.25] of the white level; white balance: gains within
@@ -120,6 +119,8 @@ class ForensicsModule(pl.LightningModule):
         task_loss = self.loss_fn(logits, target)
         distance = self.distance(views, reference)
         loss = self.lam * distance - task_loss
+        check_finite_loss(loss, "forensic search loss", self.current_epoch, batch_index,
+                          f"the search stops with nothing stored (lambda={self.lam:g}, forensics.lr={self.lr:g})")  # fmt: skip
         self.log_dict({"forensics_loss": loss, "task_loss": task_loss, "distance": distance}, on_epoch=True,
                       on_step=False, batch_size=len(raw))  # fmt: skip
         return loss

@@ -24,6 +24,9 @@ from raw2logit.data.files import write_json_atomic
 from raw2logit.data.splits import kfold_splits
 from raw2logit.data.views import ViewCache
 from raw2logit.errors import InputError
+from raw2logit.locks import file_lock
+from raw2logit.runtime import deferred_interrupts
+from raw2logit.tasks.checkpoints import save_task_model
 from raw2logit.training import METRIC_NAMES, DriftModule, channel_statistics, evaluate
 
 CELL_DIR = "synthesis/cells"
@@ -35,24 +38,6 @@ def cell_path(results: Path, train: str, fold: int) -> Path:
 
 def model_file(results: Path, train: str, fold: int) -> Path:
     return results / "synthesis" / "models" / train / f"fold{fold}.pt"
-
-
-def save_task_model(module: DriftModule, path: Path, metadata: dict) -> Path:
-    """A task model checkpoint that forensics can load: weights, input normalisation, provenance.
-
-    Plain tensors, numbers and strings only, so ``torch.load(..., weights_only=True)`` reads it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    normalise = module.normalise
-    normalisation = (
-        {"mean": normalise.mean.flatten().tolist(), "std": normalise.std.flatten().tolist()}
-        if normalise.mean.numel()
-        else None
-    )
-    torch.save(
-        {"state_dict": module.task_model.state_dict(), "normalisation": normalisation, **metadata}, path
-    )
-    return path
 
 
 def batches(inputs, targets: np.ndarray, batch_size: int, shuffle: bool, seed: int):
@@ -144,8 +129,9 @@ def run_cell(
         corruptions[name] = evaluate(module, own, targets, batch_size,
                                      transform=lambda v, n=name, g=generator: corrupt(v, n, severity, g))  # fmt: skip
     if model_path is not None:
-        save_task_model(module, model_path, {**(model_metadata or {}), "pipeline": train, "fold": fold,
-                                             "task": dataset.task, "num_classes": dataset.num_classes})  # fmt: skip
+        save_task_model(module.task_model, module.normalise.as_dict(), model_path,
+                        {**(model_metadata or {}), "pipeline": train, "fold": fold, "task": dataset.task,
+                         "num_classes": dataset.num_classes})  # fmt: skip
     return {
         "train": train,
         "fold": fold,
@@ -193,15 +179,17 @@ def run_synthesis(
         raise InputError(f"fold={fold} is outside 0..{folds - 1} for folds={folds}.")
     fold_ids = [fold] if fold is not None else list(range(folds))
     views.ensure(list(dict.fromkeys([*train_names, *test_names])))
-    cells = []
-    total = len(fold_ids) * len(train_names)
-    for number, (k, train) in enumerate(((k, t) for k in fold_ids for t in train_names), start=1):
+    units = [(k, train) for k in fold_ids for train in train_names]
+    done: dict[tuple[int, str], dict] = {}
+
+    def take(number: int, k: int, train: str) -> None:
+        """Compute the cell (its lock held), or read it if a parallel run finished it meanwhile."""
         path = cell_path(results, train, k)
-        label = f"cell {number}/{total} train={train} fold={k}"
+        label = f"cell {number}/{len(units)} train={train} fold={k}"
         if path.exists():
-            cells.append(json.loads(path.read_text()))
+            done[(k, train)] = json.loads(path.read_text())
             log(f"{label}: done in an earlier run, skipped")
-            continue
+            return
         log(f"{label}: training on {len(splits[k][0])} images")
         cell = run_cell(
             dataset=dataset, views=views, train=train, fold=k, split=splits[k], test_names=test_names,
@@ -209,15 +197,28 @@ def run_synthesis(
             make_trainer=make_trainer, batch_size=batch_size, seed=seed + k, label=label,
             model_path=model_file(results, train, k) if save_models else None, model_metadata=model_metadata,
         )  # fmt: skip
-        write_json_atomic(path, cell)
         own = cell["test"].get(train, cell["clean"])
-        worst = min(cell["test"].values())
-        log(f"{label}: {cell['metric']} on own pipeline {own:.3f}, worst test pipeline {worst:.3f}, "
+        log(f"{label}: {cell['metric']} on own pipeline {own:.3f}, worst test pipeline {min(cell['test'].values()):.3f}, "
             f"mean corrupted {np.mean(list(cell['corruptions'].values()) or [np.nan]):.3f} ({cell['seconds']:.1f}s)")  # fmt: skip
-        cells.append(cell)
-        if on_cell is not None:
-            on_cell(cell)
-    return cells
+        with deferred_interrupts():  # the cell file and its record (on_cell) are written together
+            write_json_atomic(path, cell)
+            if on_cell is not None:
+                on_cell(cell)
+        done[(k, train)] = cell
+
+    # Parallel runs of one config share the results store: each takes the cells nobody holds, then
+    # waits for the ones held elsewhere (computing them itself if their run died).
+    waiting = []
+    for number, (k, train) in enumerate(units, start=1):
+        with file_lock(cell_path(results, train, k).with_suffix(".lock"), wait=False) as held:
+            if held:
+                take(number, k, train)
+            else:
+                waiting.append((number, k, train))
+    for number, k, train in waiting:
+        with file_lock(cell_path(results, train, k).with_suffix(".lock")):
+            take(number, k, train)
+    return [done[unit] for unit in units]
 
 
 def load_cells(folder: Path) -> list[dict]:

@@ -39,7 +39,8 @@ import numpy as np
 from raw2logit.data.dataset import RawDataset
 from raw2logit.data.files import BadFiles
 from raw2logit.errors import InputError
-from raw2logit.isp.camera import BAYER_PATTERNS, CameraParams
+from raw2logit.isp.camera import CameraParams
+from raw2logit.names import BAYER_PATTERNS
 
 DNG_SUFFIX = ".dng"
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
@@ -375,6 +376,9 @@ def load_dng_folder(
 
     if labels_csv is not None:
         classes = sorted(set(targets))
+        if len(classes) < 2:
+            raise InputError(f"The labels in {labels_csv} name a single class ({classes[0]!r}) for the "
+                             f"{len(targets)} usable images; a classifier needs at least two classes.")  # fmt: skip
         target_array = np.array([classes.index(label) for label in targets], dtype=np.int64)
         task = "classification"
     else:

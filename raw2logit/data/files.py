@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from raw2logit.errors import InputError
-
-BAD_FILE_POLICIES = ("raise", "skip")
+from raw2logit.names import BAD_FILE_POLICIES
 
 
 class BadFiles:
@@ -100,4 +99,13 @@ def write_json_atomic(path: Path, payload) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(payload, stream, indent=2)
+    # mkstemp creates the file readable by its owner only; results follow the umask like any file
+    # (a team sharing a results store on a cluster reads each other's cells).
+    os.chmod(temporary, 0o666 & ~current_umask())
     os.replace(temporary, path)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask

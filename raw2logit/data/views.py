@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from raw2logit.data.dataset import RawDataset
+from raw2logit.errors import InputError, NonFiniteError
 from raw2logit.isp import StaticPipelineBank, resolve_pipeline_names
 
 CACHE_VERSION = 1
@@ -34,8 +36,37 @@ def dataset_fingerprint(dataset: RawDataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _quantise(views: torch.Tensor) -> np.ndarray:
+def _quantise(views: torch.Tensor, name: str) -> np.ndarray:
+    """16-bit views; a NaN or infinite value would quantise silently to 0 or 1, so it stops the run."""
+    if not torch.isfinite(views).all():
+        raise NonFiniteError(f"The data model {name} produced non-finite views (NaN or infinite values); check its "
+                             "parameters (a calibrated or θ file with non-finite values, or a diverged fit).")  # fmt: skip
     return (views.clamp(0, 1) * _SCALE).round().to(torch.int32).cpu().numpy().astype(np.uint16)
+
+
+def open_view_file(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable uint16 memmap of ``shape`` whose disk blocks are reserved now.
+
+    Writing a memory map on a full disk does not fail with an error: the process dies of SIGBUS
+    ("Bus error") at the first page the disk has no room for. Reserving the blocks up front
+    (``posix_fallocate``) turns that into one sentence before any view is computed.
+    """
+    needed = 2 * int(np.prod(shape)) + 128  # uint16 values and the .npy header
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            handle = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(handle, 0, path.stat().st_size)
+            finally:
+                os.close(handle)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise InputError(f"The view cache {path.parent} has no room for {path.name}: it needs "
+                         f"{needed / 2**30:.2f} GiB and the disk has {free / 2**30:.2f} GiB free "
+                         f"({error.strerror}); free space there or set paths.cache=<a folder on a larger disk>.") from None  # fmt: skip
+    return array
 
 
 class ViewArray:
@@ -103,18 +134,19 @@ class ViewCache:
                     self._compute_calibrated(name)
 
     def _compute_calibrated(self, name: str) -> None:
-        from raw2logit.controls.calibration import CALIBRATED_PREFIX, load_calibrated
+        from raw2logit.controls.calibration import load_calibrated
+        from raw2logit.names import CALIBRATED_PREFIX
 
         pipeline = load_calibrated(f"{CALIBRATED_PREFIX}{self.calibrated[name]}").to(self.device).eval()
         self.folder.mkdir(parents=True, exist_ok=True)
         n, (height, width) = len(self.dataset), self.dataset.image_shape
         partial = self.path(name).with_suffix(".partial.npy")
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n, 3, height, width))
+        array = open_view_file(partial, (n, 3, height, width))
         self.log(f"computing the views of {name} ({self.calibrated[name]}) -> {self.folder}")
         for indices, _ in self._batches():
             with torch.no_grad():
                 views = pipeline(self.dataset.normalised(indices).to(self.device))
-            array[indices] = _quantise(views)
+            array[indices] = _quantise(views, name)
         array.flush()
         del array
         os.replace(partial, self.path(name))
@@ -125,12 +157,7 @@ class ViewCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         n, (height, width) = len(self.dataset), self.dataset.image_shape
         partial = {name: self.path(name).with_suffix(".partial.npy") for name in missing}
-        arrays = {
-            name: np.lib.format.open_memmap(
-                partial[name], mode="w+", dtype=np.uint16, shape=(n, 3, height, width)
-            )
-            for name in missing
-        }
+        arrays = {name: open_view_file(partial[name], (n, 3, height, width)) for name in missing}
         self.log(
             f"computing {len(missing)} static view set(s) of {n} images ({self.backend}) -> {self.folder}"
         )
@@ -139,7 +166,7 @@ class ViewCache:
             raw = self.dataset.normalised(indices).to(self.device)
             with torch.no_grad():
                 for name, views in bank.iter_views(raw):
-                    arrays[name][indices] = _quantise(views)
+                    arrays[name][indices] = _quantise(views, name)
         for name in missing:  # complete files appear only once fully written
             arrays[name].flush()
             del arrays[name]

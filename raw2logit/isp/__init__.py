@@ -4,13 +4,13 @@ from raw2logit.isp import CameraParams, StaticPipeline, ParametrizedPipeline, ST
 from raw2logit.isp import reference   # the numpy oracle (imported on first use)
 """
 
-from raw2logit.isp.camera import BAYER_PATTERNS, PUBLISHED_CAMERAS, CameraParams, bayer_masks
-from raw2logit.isp.parametrized import THETA_GROUPS, ParametrizedPipeline, static_theta
-from raw2logit.isp.static import (
-    STAGE_NAMES,
+from raw2logit.isp.camera import PUBLISHED_CAMERAS, CameraParams, bayer_masks
+from raw2logit.isp.parametrized import ParametrizedPipeline, static_theta
+from raw2logit.isp.static import STAGE_NAMES, StaticPipeline, StaticPipelineBank
+from raw2logit.names import (
+    BAYER_PATTERNS,
     STATIC_PIPELINE_NAMES,
-    StaticPipeline,
-    StaticPipelineBank,
+    THETA_GROUPS,
     parse_pipeline_name,
     resolve_pipeline_names,
 )

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from raw2logit.errors import InputError
-
-BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+from raw2logit.names import BAYER_PATTERNS
 
 
 def check_pattern(pattern: str) -> str:

@@ -120,9 +120,6 @@ def gamma_correction(
     return clipped.log2_().mul_(exponent).exp_()
 
 
-TONE_CURVES = ("power", "srgb")
-
-
 def srgb_encode(rgb: torch.Tensor) -> torch.Tensor:
     """Clip to [0, 1], then the sRGB transfer curve (IEC 61966-2-1), as camera JPEGs are encoded.
 

@@ -18,14 +18,13 @@ from torch import nn
 
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams, check_camera
-from raw2logit.isp.colour import TONE_CURVES
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
-from raw2logit.isp.static import GAMMA, build_steps, parse_pipeline_name, run_steps
+from raw2logit.isp.static import GAMMA, build_steps, run_steps
 from raw2logit.isp.validation import check_raw
+from raw2logit.names import THETA_GROUPS, TONE_CURVES, parse_pipeline_name
 
-THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
 THETA_SHAPES = {
     "black_level": (4,),
     "demosaic": (3, 3, 3),
@@ -172,7 +171,13 @@ class ParametrizedPipeline(nn.Module):
                 raise InputError(
                     f"Unknown parameter group {group!r} in θ; expected keys among {', '.join(THETA_GROUPS)}."
                 )
-            tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+            try:
+                tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+            except (TypeError, ValueError, RuntimeError):
+                raise InputError(f"θ group {group!r} must hold numbers; got {str(value)[:80]}.") from None
+            if not torch.isfinite(tensor).all():
+                raise InputError(f"θ group {group!r} holds non-finite values ({tensor.tolist()}); expected finite "
+                                 "numbers (a diverged fit or a damaged file).")  # fmt: skip
             expected = THETA_SHAPES[group]
             if tensor.numel() != torch.Size(expected).numel():
                 raise InputError(
@@ -191,11 +196,20 @@ class ParametrizedPipeline(nn.Module):
         return path
 
     @classmethod
-    def from_theta_json(cls, path: str | Path, normalize_output: bool = False) -> ParametrizedPipeline:
-        """Reload a pipeline written by ``save_theta_json``."""
+    def from_theta_json(cls, path: str | Path, normalize_output: bool = False,
+                        camera: CameraParams | None = None) -> ParametrizedPipeline:  # fmt: skip
+        """Reload a pipeline written by ``save_theta_json``; ``camera`` replaces the file's camera (its
+        Bayer pattern must match θ's), e.g. to apply a θ to another dataset of the same sensor."""
         document = load_theta_json(path)
-        return cls(CameraParams.from_dict(document["camera"]), normalize_output, document["theta"],
-                   document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
+        try:
+            camera = camera if camera is not None else CameraParams.from_dict(document["camera"])
+            return cls(camera, normalize_output, document["theta"],
+                       document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
+        except InputError as error:
+            raise InputError(f"θ file {path}: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise InputError(f"θ file {path} is invalid ({type(error).__name__}: {error}); expected the file "
+                             "save_theta_json writes.") from None  # fmt: skip
 
     # -- processing -----------------------------------------------------------------------
     def _steps(self, dtype: torch.dtype, stages: bool = False):
@@ -250,4 +264,6 @@ def load_theta_json(path: str | Path) -> dict:
         raise InputError(f"θ file {path} is not readable JSON ({error}).") from None
     if not isinstance(document, dict) or "theta" not in document or "camera" not in document:
         raise InputError(f"θ file {path} must hold a JSON object with keys 'theta' and 'camera'.")
+    if not isinstance(document["theta"], dict) or not isinstance(document["camera"], dict):
+        raise InputError(f"θ file {path}: 'theta' and 'camera' must be JSON objects (group -> values).")
     return document

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from raw2logit.isp.camera import CameraParams, check_pattern
-from raw2logit.isp.static import GAMMA, parse_pipeline_name
+from raw2logit.isp.static import GAMMA
 from raw2logit.isp.validation import check_raw_numpy
+from raw2logit.names import parse_pipeline_name
 
 SHARPEN_KERNEL = np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
 

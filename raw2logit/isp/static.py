@@ -24,7 +24,6 @@ from raw2logit.errors import InputError
 from raw2logit.isp.black_level import black_level_correction
 from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.colour import (
-    TONE_CURVES,
     colour_correction,
     colour_to_luma,
     gamma_correction,
@@ -37,21 +36,8 @@ from raw2logit.isp.demosaic import DEMOSAIC_METHODS
 from raw2logit.isp.denoise import gaussian_denoise, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, unsharp_mask
 from raw2logit.isp.validation import check_raw
+from raw2logit.names import TONE_CURVES, parse_pipeline_name, resolve_pipeline_names
 
-STATIC_PIPELINE_NAMES = (
-    "bi_s_me",
-    "bi_s_ga",
-    "bi_u_me",
-    "bi_u_ga",
-    "ma_s_me",
-    "ma_s_ga",
-    "ma_u_me",
-    "ma_u_ga",
-    "me_s_me",
-    "me_s_ga",
-    "me_u_me",
-    "me_u_ga",
-)
 SHARPEN_METHODS = {"s": sharpen_filter, "u": unsharp_mask}
 DENOISE_METHODS = {"me": median_denoise, "ga": gaussian_denoise}
 GAMMA = 2.2
@@ -66,26 +52,6 @@ STAGE_NAMES = (
     "gamma",
 )
 BACKENDS = ("torch", "numpy")
-
-
-def parse_pipeline_name(name: str) -> tuple[str, str, str]:
-    """Split a static pipeline name into (demosaic, sharpen, denoise); raise on unknown names."""
-    if name not in STATIC_PIPELINE_NAMES:
-        raise InputError(
-            f"Unknown static pipeline {name!r}; expected one of {', '.join(STATIC_PIPELINE_NAMES)}."
-        )
-    demosaic, sharpen, denoise = name.split("_")
-    return demosaic, sharpen, denoise
-
-
-def resolve_pipeline_names(names: str | Iterable[str]) -> list[str]:
-    """``"all"`` -> the 12 names in the paper's order; otherwise check each name."""
-    if isinstance(names, str):
-        names = STATIC_PIPELINE_NAMES if names == "all" else [names]
-    names = list(names)
-    for name in names:
-        parse_pipeline_name(name)
-    return names
 
 
 @dataclass(frozen=True)

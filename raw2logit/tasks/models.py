@@ -141,3 +141,14 @@ class SmallUNet(nn.Module):
         u2 = self.dec2(torch.cat((self.up2(b), d2), dim=1))
         u1 = self.dec1(torch.cat((self.up1(u2), d1), dim=1))
         return self.out(u1)
+
+
+# The builders a config (``task_model._target_``) or a checkpoint may name. A checkpoint's stored
+# spec is matched against this dict, never imported or instantiated by name: reading a file must
+# not run code it names.
+TASK_MODELS = {
+    "raw2logit.tasks.models.SmallCNN": SmallCNN,
+    "raw2logit.tasks.models.SmallUNet": SmallUNet,
+    "raw2logit.tasks.models.resnet18": resnet18,
+    "raw2logit.tasks.models.unetpp": unetpp,
+}

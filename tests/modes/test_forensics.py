@@ -144,7 +144,7 @@ def test_metric_after_is_the_frozen_models_accuracy_on_the_adversarial_views(for
     """Recomputed outside the mode: the saved task model, the held-out fold, Φ(x, θ~) from the exported
     θ file, the checkpoint's normalisation, argmax; and ℓ2 is the mean per-image ||V - V~||²."""
     from raw2logit.data.splits import kfold_splits
-    from raw2logit.modes import load_task_checkpoint
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     run = forensics("recomputed", "lambda=1e-3", "forensics.epochs=2")
     result = run.json("forensics/result.json")

@@ -107,7 +107,7 @@ def test_tracking_options_are_tracker_arguments(option):
 
 @pytest.mark.parametrize("option", options("mode"))
 def test_every_mode_option_is_a_mode_the_cli_runs(option):
-    from raw2logit.cli import MODES
+    from raw2logit.names import MODES
 
     assert compose_config([f"mode={option}"]).mode == option and option in MODES
 

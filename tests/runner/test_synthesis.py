@@ -118,7 +118,12 @@ def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "cell 1/4 train=bi_s_me fold=0: done in an earlier run, skipped" in resumed.stdout
     assert len(list(store.glob("synthesis/cells/*/*.json"))) == 4
-    assert client.get_run(parent.info.run_id).info.status == "FINISHED"  # the same MLflow run, continued
+    # The killed run stays KILLED (what happened); the resumed invocation is its own FINISHED run that
+    # names the run it continues.
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"
+    (continued,) = [r for r in client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
+                    if r.data.tags.get("raw2logit.continues") == parent.info.run_id]  # fmt: skip
+    assert continued.info.status == "FINISHED" and "mlflow.parentRunId" not in continued.data.tags
     matrix = pd.read_csv(tmp_path / "second" / "synthesis" / "matrix.csv", index_col="train")
     assert list(matrix.index) == ["bi_s_me", "bi_u_ga"]
 
@@ -141,12 +146,12 @@ def test_two_job_multirun_assembles_the_matrix(tmp_path, shared_data):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("synthesis.train=[bi_s_xx]", "Unknown static pipeline 'bi_s_xx'"),
+    [("synthesis.train=[bi_s_xx]", "synthesis.train must be 'all' or a non-empty list of pipeline names among bi_s_me"),
      ("synthesis.severity=6", "synthesis.severity must be an integer from 1 to 5; got 6"),
      ("folds=1", "folds must be an integer of at least 2"),
-     ("synthesis.corruptions=[fog]", "Unknown corruption"),
+     ("synthesis.corruptions=[fog]", "synthesis.corruptions must be 'all', 'none' or a list of names among"),
      ("data_model=parametrized", "use data_model=static"),
-     ("fold=5", "fold=5 is outside 0..1")],
+     ("fold=5", "fold must be empty or an integer from 0 to 1")],
 )  # fmt: skip
 def test_bad_synthesis_settings_are_one_sentence(run_mode, override, message):
     with pytest.raises(InputError, match=message):

@@ -93,7 +93,7 @@ class _RunsCodeWhenUnpickled:
 def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(shared_data, tmp_path):
     """A .pt whose pickle calls a function is refused with one sentence; the function never runs."""
     from raw2logit.cli import build_dataset
-    from raw2logit.modes import load_task_checkpoint
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     marker = tmp_path / "pwned"
     crafted = tmp_path / "model.pt"
@@ -117,11 +117,11 @@ def run_main(overrides, tmp_path, shared_data, capsys):
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [(["synthesis.train=[xx_s_me]"], "Unknown static pipeline 'xx_s_me'; expected one of bi_s_me"),
-     (["mode=forensics", "lambda=-1"], "lambda must be a non-negative number"),
+    [(["synthesis.train=[xx_s_me]"], "synthesis.train must be 'all' or a non-empty list of pipeline names among bi_s_me"),
+     (["mode=forensics", "lambda=-1"], "lambda must be a finite number >= 0; got -1"),
      (["folds=1"], "folds must be an integer of at least 2"),
      (["dataset.intensity=0.3"], "Unknown intensity 0.3; expected one of 0.01"),
-     (["mode=forensics", "forensics.target=hue"], "Unknown parameter group 'hue'"),
+     (["mode=forensics", "forensics.target=hue"], "forensics.target must be 'all' or one of black_level"),
      (["tracking.uri=http://127.0.0.1:9"], "The MLflow tracking store http://127.0.0.1:9 is not reachable")],
 )  # fmt: skip
 def test_bad_input_is_one_sentence_and_exit_status_2(overrides, message, tmp_path, shared_data, capsys):
@@ -151,7 +151,7 @@ def test_checkpoint_for_another_task_is_refused(run_mode, tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["dataset=imagenet"], "Could not find 'dataset/imagenet'"),
+    [(["dataset=imagenet"], "Unknown dataset 'imagenet'; expected one of dng_folder, drone"),
      (["synthesis.nonsense=1"], "Could not override 'synthesis.nonsense'")],
 )  # fmt: skip
 def test_unknown_group_or_key_is_refused_by_hydra(args, message, tmp_path):

@@ -1,0 +1,248 @@
+"""Check the composed configuration before anything heavy is imported, built or written.
+
+``check_config(cfg)`` raises ``InputError`` with one sentence naming the first bad key, its value
+and what was expected. It imports only OmegaConf and the name lists of ``raw2logit.names``, so a
+typo on the command line is reported in well under a second, before torch, the data, the view
+cache or MLflow are touched. What only the data or the machine can tell (a file's content, a GPU)
+is checked where it is read, with the same kind of sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from raw2logit.errors import InputError
+from raw2logit.names import (
+    BAD_FILE_POLICIES,
+    BAYER_PATTERNS,
+    CALIBRATED_PREFIX,
+    CORRUPTION_NAMES,
+    DATA_MODEL_KINDS,
+    MODES,
+    REGULARIZERS,
+    STATIC_PIPELINE_NAMES,
+    THETA_GROUPS,
+    TONE_CURVES,
+)
+
+# Where a real dataset's files come from, for the sentence that asks for dataset.root.
+ROOT_HINTS = {
+    "microscopy": "the Raw-Microscopy download (`make data`, then dataset.root=data)",
+    "drone": "the Raw-Drone download (`make data`, then dataset.root=data)",
+    "dng_folder": "a folder of your own DNG raws",
+}
+
+
+# -- value checks: each returns an error phrase ("must be ...") or None ------------------------------
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable:
+    def check(value):
+        if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                return f"an integer from {low} to {high}"
+            return f"an integer of at least {low}" if low is not None else "an integer"
+        return None
+
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, low_open: bool = False) -> Callable:
+    """A finite number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def check(value):
+        ok = _is_number(value) and math.isfinite(value)
+        ok = (
+            ok
+            and (low is None or (value > low if low_open else value >= low))
+            and (high is None or value <= high)
+        )
+        if ok:
+            return None
+        if low is not None and high is not None:
+            return f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}]"
+        if low is not None:
+            return f"a finite number {'>' if low_open else '>='} {low:g}"
+        return "a finite number"
+
+    return check
+
+
+def boolean(value):
+    return None if isinstance(value, bool) else "true or false"
+
+
+def one_of(choices) -> Callable:
+    return lambda value: None if value in choices else f"one of {', '.join(map(str, choices))}"
+
+
+def optional(check: Callable) -> Callable:
+    return lambda value: None if value is None else check(value)
+
+
+def text(value):
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def pipeline_names(value, allow_calibrated: bool = True):
+    """``all`` or a non-empty list of static pipeline names (and ``calibrated:<file>`` specs)."""
+    items = (
+        [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else None
+    )
+    expected = f"'all' or a non-empty list of pipeline names among {', '.join(STATIC_PIPELINE_NAMES)}"
+    if allow_calibrated:
+        expected += f" (or {CALIBRATED_PREFIX}<file>)"
+    if not items or (items != ["all"] and "all" in items):
+        return expected
+    for item in items:
+        calibrated = allow_calibrated and isinstance(item, str) and item.startswith(CALIBRATED_PREFIX)
+        if item != "all" and item not in STATIC_PIPELINE_NAMES and not calibrated:
+            return expected
+    return None
+
+
+def corruption_names(value):
+    if value in ("all", "none", None):
+        return None
+    items = (
+        [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else None
+    )
+    if items is None or any(item not in CORRUPTION_NAMES for item in items):
+        return f"'all', 'none' or a list of names among {', '.join(CORRUPTION_NAMES)}"
+    return None
+
+
+def theta_target(value):
+    return None if value == "all" or value in THETA_GROUPS else f"'all' or one of {', '.join(THETA_GROUPS)}"
+
+
+# -- the schema: key -> check; keys absent from a config are skipped --------------------------------
+TOP_LEVEL = {
+    "mode": one_of(MODES),
+    "seed": integer(),
+    "folds": integer(2),
+    "epochs": integer(1),
+    "batch_size": integer(1),
+    "lr": number(0, low_open=True),
+    "lambda": number(0),
+    "augment": boolean,
+}
+MODE_OPTIONS = {
+    "synthesis": {
+        "train": pipeline_names,
+        "test": pipeline_names,
+        "severity": integer(1, 5),
+        "corruptions": corruption_names,
+        "save_models": boolean,
+    },
+    "forensics": {
+        "target": theta_target,
+        "regularizer": one_of(REGULARIZERS),
+        "epochs": integer(1),
+        "lr": number(0, low_open=True),
+        "plausible": boolean,
+        "tolerance": number(0),
+        "checkpoint": optional(text),
+        "from_run": optional(text),
+    },
+    "optimization": {"val_every": integer(1)},
+    "calibrate": {
+        "pairs": optional(text),
+        "variants": lambda value: pipeline_names(value, allow_calibrated=False),
+        "tone_curve": one_of(TONE_CURVES),
+        "steps": integer(0),
+        "lr": number(0, low_open=True),
+        "holdout": number(0, 1, low_open=True),
+        "patch_size": optional(integer(2)),
+        "num_pairs": integer(2),
+    },
+}
+DATASET = {
+    "name": text,
+    "intensity": number(0, 1, low_open=True),
+    "num_images": integer(1),
+    "size": integer(8),
+    "height": integer(8),
+    "width": integer(8),
+    "tile_size": integer(8),
+    "seed": integer(),
+    "pattern": one_of(BAYER_PATTERNS),
+    "on_bad_file": one_of(BAD_FILE_POLICIES),
+    "labels_csv": optional(text),
+    "masks_dir": optional(text),
+}
+DATA_MODEL = {
+    "kind": one_of(DATA_MODEL_KINDS),
+    "learn": boolean,
+    "lr": number(0, low_open=True),
+    "normalize_output": boolean,
+    "theta": optional(text),
+    "backend": one_of(("torch", "numpy")),
+    "width": integer(1),
+}
+TRACKING = {"enabled": boolean, "uri": optional(text), "experiment": text}
+
+
+def _check_group(cfg: DictConfig, prefix: str, schema: dict) -> None:
+    present = set(cfg.keys())  # ``key in cfg`` is False for a missing (???) value
+    for key, check in schema.items():
+        if key not in present:
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            raise InputError(f"{prefix}{key} has no value; set {prefix}{key}=... on the command line.")
+        value = cfg[key]
+        problem = check(value)
+        if problem:
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            raise InputError(f"{prefix}{key} must be {problem}; got {shown!r}.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``InputError`` on the first bad value of the composed config (see the module doc)."""
+    try:
+        _check(cfg)
+    except OmegaConfBaseException as error:  # e.g. an interpolation that does not resolve
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"The configuration cannot be read: {first_line}.") from None
+
+
+def _check(cfg: DictConfig) -> None:
+    _check_group(cfg, "", TOP_LEVEL)
+    if cfg.get("fold") is not None and integer(0, cfg.folds - 1)(cfg.fold):
+        raise InputError(f"fold must be empty or an integer from 0 to {cfg.folds - 1} (folds={cfg.folds}); "
+                         f"got {cfg.fold!r}.")  # fmt: skip
+    for mode, schema in MODE_OPTIONS.items():
+        if mode in cfg:
+            _check_group(cfg[mode], f"{mode}.", schema)
+    dataset = cfg.dataset
+    if "root" in dataset.keys() and OmegaConf.is_missing(dataset, "root"):
+        hint = ROOT_HINTS.get(dataset.get("name"), "the dataset's folder")
+        raise InputError(f"dataset={dataset.get('name')} needs dataset.root=<folder> pointing at {hint}.")
+    _check_group(dataset, "dataset.", DATASET)
+    if (
+        dataset.get("tile_size")
+        and dataset.get("height")
+        and dataset.tile_size > min(dataset.height, dataset.width)
+    ):
+        raise InputError(f"dataset.tile_size={dataset.tile_size} is larger than the captures "
+                         f"({dataset.height}x{dataset.width}); expected a tile size at most their shorter side.")  # fmt: skip
+    _check_group(cfg.data_model, "data_model.", DATA_MODEL)
+    _check_group(cfg.tracking, "tracking.", TRACKING)
+    synthesis_mode = cfg.mode == "synthesis"
+    if synthesis_mode and cfg.data_model.kind != "static":
+        raise InputError(
+            f"mode=synthesis trains on the static pipelines; use data_model=static (got {cfg.data_model.kind})."
+        )
+    if cfg.mode == "optimization" and cfg.data_model.kind == "static":
+        raise InputError("mode=optimization trains with a data model in the step; use data_model=parametrized, "
+                         "raw or nn (got static).")  # fmt: skip

@@ -1,0 +1,72 @@
+"""The names a config may use, in one light module (no torch, no numpy).
+
+The command line checks every name in the configuration against these lists before it imports
+anything heavy, so a typo is reported at once. The modules that implement the names hold the
+name -> implementation dicts and import their key lists from here (tests check they agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from raw2logit.errors import InputError
+
+MODES = ("synthesis", "forensics", "optimization", "calibrate")
+TASKS = ("classification", "segmentation")
+BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+BAD_FILE_POLICIES = ("raise", "skip")  # dataset.on_bad_file
+
+# The paper's 12 static pipelines, demosaic_sharpen_denoise, in the paper's order.
+STATIC_PIPELINE_NAMES = (
+    "bi_s_me",
+    "bi_s_ga",
+    "bi_u_me",
+    "bi_u_ga",
+    "ma_s_me",
+    "ma_s_ga",
+    "ma_u_me",
+    "ma_u_ga",
+    "me_s_me",
+    "me_s_ga",
+    "me_u_me",
+    "me_u_ga",
+)
+# A data model fitted by mode=calibrate, used wherever a pipeline name is: calibrated:/path/device.json
+CALIBRATED_PREFIX = "calibrated:"
+
+THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
+TONE_CURVES = ("power", "srgb")
+DATA_MODEL_KINDS = ("static", "parametrized", "raw", "nn")
+REGULARIZERS = ("l2", "ssim")
+CORRUPTION_NAMES = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "gaussian_blur",
+    "zoom_blur",
+    "contrast",
+    "brightness",
+    "saturate",
+    "elastic_transform",
+)
+
+
+def parse_pipeline_name(name: str) -> tuple[str, str, str]:
+    """Split a static pipeline name into (demosaic, sharpen, denoise); raise on unknown names."""
+    if name not in STATIC_PIPELINE_NAMES:
+        raise InputError(
+            f"Unknown static pipeline {name!r}; expected one of {', '.join(STATIC_PIPELINE_NAMES)}."
+        )
+    demosaic, sharpen, denoise = name.split("_")
+    return demosaic, sharpen, denoise
+
+
+def resolve_pipeline_names(names: str | Iterable[str]) -> list[str]:
+    """``"all"`` -> the 12 names in the paper's order; otherwise check each name."""
+    if isinstance(names, str):
+        names = STATIC_PIPELINE_NAMES if names == "all" else [names]
+    names = list(names)
+    for name in names:
+        parse_pipeline_name(name)
+    return names

@@ -1,0 +1,1 @@
+"""Φ_Task: task model factories and their checkpoints."""
