@@ -13,10 +13,8 @@ def main(cfg: DictConfig):
 
 if __name__ == "__main__":
     import sys
-    from pathlib import Path
 
-    from raw2logit.cli import check_group_choices, check_output_folders
+    from raw2logit.command_line import check
 
-    check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    check_output_folders(sys.argv[1:])
+    check(sys.argv[1:])  # one sentence and exit status 2 for a command line that cannot run
     main()

@@ -1,90 +1,23 @@
-"""``main(cfg)``: build every object from the Hydra config and run the selected mode.
+"""``main(cfg)``: check the composed config, set the process up, and hand over to the selected mode.
 
-This is the only module that reads the configuration; components receive plain arguments and
-built objects. Bad input ends the run with one sentence on stderr and exit status 2
+The command line composes (Hydra) and dispatches (``raw2logit.modes``); the modes build what they
+need from the config. Bad input ends the run with one sentence on stderr and exit status 2
 (``HYDRA_FULL_ERROR=1`` shows the traceback instead); an interrupted run (Ctrl-C, SIGTERM) ends
 its MLflow runs as KILLED, keeps every file already written, and exits with status 130.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import signal
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from raw2logit.errors import InputError
-
-
-def check_group_choices(arguments: list[str], conf: Path) -> None:
-    """Command-line choices of config groups (``dataset=sim_drone``, ``-m trainer=cpu,gpu``) that name
-    no config file: one sentence and exit status 2, before Hydra (whose message spans a screen)."""
-    groups = {path.name for path in conf.iterdir() if path.is_dir() and path.name != "hydra"}
-    for argument in arguments:
-        key, _, value = argument.partition("=")
-        key = key.lstrip("+~")
-        if key not in groups or not value:
-            continue
-        options = sorted(path.stem for path in (conf / key).glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in options and choice != "null":
-                print(
-                    f"error: Unknown {key} {choice!r}; expected one of {', '.join(options)}.", file=sys.stderr
-                )
-                sys.exit(2)
-
-
-def check_output_folders(arguments: list[str]) -> None:
-    """The folders a run writes (``hydra.run.dir``, ``hydra.sweep.dir``, ``paths.outputs``; ``outputs``
-    by default) must be creatable: checked before Hydra creates them (it would end in a traceback).
-    A probe folder is made and removed in the nearest existing parent."""
-    import tempfile
-
-    values = dict(argument.partition("=")[::2] for argument in arguments if "=" in argument)
-    targets = {
-        key: values[key] for key in ("hydra.run.dir", "hydra.sweep.dir", "paths.outputs") if key in values
-    }
-    if "paths.outputs" not in targets:
-        targets.setdefault("paths.outputs", "outputs")
-    for key, value in targets.items():
-        if "${" in value or "," in value:
-            continue  # resolved by Hydra: checked where the run writes
-        parent = Path(value).expanduser().absolute()
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        try:
-            if not parent.is_dir():
-                raise NotADirectoryError(0, f"{parent} is not a folder")
-            Path(tempfile.mkdtemp(prefix=".raw2logit-probe-", dir=parent)).rmdir()
-        except OSError as error:
-            reason = error.strerror if parent.is_dir() is False else f"{error.strerror} in {parent}"
-            print(
-                f"error: {key}={value} cannot be written ({reason}); expected a writable folder.",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-@dataclass
-class Context:
-    """What every mode gets from the command line: the config, where to write, the data, tracking."""
-
-    cfg: DictConfig
-    run_dir: Path
-    dataset: object
-    tracker: object
-    parent_run: str | None = None  # the enclosing sweep's MLflow run, for multirun jobs
 
 
 def _quiet_libraries() -> None:
@@ -108,120 +41,6 @@ def run_dir(cfg: DictConfig) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return Path(cfg.get("run_dir") or ".").resolve()
-
-
-def fingerprint(cfg: DictConfig, keys: list[str]) -> str:
-    """A short hash of the config values that decide a result (used to key resumable results).
-
-    The package version is part of it: results of another release are not reused.
-    """
-    from raw2logit import __version__
-
-    values = {key: OmegaConf.select(cfg, key) for key in keys} | {"raw2logit": __version__}
-    values = {
-        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()
-    }
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def flat_params(cfg: DictConfig) -> dict:
-    """The resolved config as flat ``a.b.c: value`` pairs (for MLflow params)."""
-    flat = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def instantiate_clean(node, **kwargs):
-    """``hydra.utils.instantiate`` that lets an ``InputError`` through unwrapped (one clear sentence)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, InputError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def build_dataset(cfg: DictConfig):
-    return instantiate_clean(cfg.dataset, _convert_="all")
-
-
-def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
-    return instantiate_clean(cfg.task_model, num_classes=num_classes, in_channels=in_channels)
-
-
-def make_module_factory(cfg: DictConfig, dataset, processor_factory=None, in_channels: int = 3):
-    """A function returning a fresh ``DriftModule`` for ``dataset`` (one per cell or fold)."""
-    from raw2logit.training import DriftModule
-
-    def make(normalisation=None):
-        processor = processor_factory() if processor_factory is not None else None
-        return DriftModule(
-            task_model=build_task_model(cfg, dataset.num_classes, in_channels),
-            task=dataset.task,
-            num_classes=dataset.num_classes,
-            lr=cfg.lr,
-            processor=processor,
-            processor_lr=cfg.data_model.get("lr"),
-            normalisation=normalisation if dataset.normalisation == "auto" else dataset.normalisation,
-            augment=cfg.augment,
-            seed=cfg.seed,
-        )
-
-    return make
-
-
-def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
-    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` from the ``trainer`` group.
-
-    ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
-    """
-    import pytorch_lightning as pl
-
-    from raw2logit.training import ProgressPrinter
-
-    settings = {
-        "max_epochs": cfg.epochs,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        **overrides,
-    }
-
-    def make(label: str, extra_callbacks=None):
-        callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
-        return pl.Trainer(**settings, callbacks=callbacks + list(extra_callbacks or []))
-
-    return make
-
-
-def record_run(ctx: Context, run_id: str | None) -> None:
-    """Seed, resolved config, package versions and git commit, beside the results and in MLflow."""
-    from raw2logit.provenance import provenance
-
-    info = provenance(ctx.cfg)
-    path = ctx.run_dir / "run.json"
-    path.write_text(json.dumps({**info, "mlflow_run_id": run_id, "tracking_uri": ctx.tracker.uri}, indent=2))
-    (ctx.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(ctx.cfg, resolve=True))
-    ctx.tracker.log_artifact(run_id, path)
-    ctx.tracker.log_artifact(run_id, ctx.run_dir / "config.yaml")
 
 
 def check_writable(folder: Path, key: str) -> Path:
@@ -248,8 +67,11 @@ def check_machine(cfg: DictConfig) -> None:
 
 
 def _main(cfg: DictConfig):
+    from raw2logit import modes
     from raw2logit.config import check_config
+    from raw2logit.modes.common import Context, build_dataset, log
     from raw2logit.runtime import keep_freed_memory, offline_libraries
+    from raw2logit.sweeps import PARENT_ENV
     from raw2logit.tracking import Tracker
 
     check_config(cfg)
@@ -265,21 +87,14 @@ def _main(cfg: DictConfig):
     log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
     if tracker.enabled:
         log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
-    if cfg.mode == "calibrate" and cfg.calibrate.pairs:
-        ctx = Context(cfg, directory, None, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
-        from raw2logit.modes import calibrate_mode
-
-        return calibrate_mode(ctx)
-    dataset = build_dataset(cfg)
-    log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
-        f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
-        f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
-    ctx = Context(cfg, directory, dataset, tracker, os.environ.get("RAW2LOGIT_PARENT_RUN_ID"))
-    from raw2logit import modes
-
-    handlers = {"synthesis": modes.synthesis_mode, "forensics": modes.forensics_mode,
-                "optimization": modes.optimization_mode, "calibrate": modes.calibrate_mode}  # fmt: skip
-    return handlers[cfg.mode](ctx)
+    mode = modes.get(cfg.mode)
+    dataset = None
+    if modes.uses_dataset(mode, cfg):
+        dataset = build_dataset(cfg)
+        log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
+            f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
+            f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
+    return mode.run(Context(cfg, directory, dataset, tracker, os.environ.get(PARENT_ENV)))
 
 
 def _discard_empty_run_dir(cfg: DictConfig) -> None:

@@ -29,6 +29,7 @@ from raw2logit.names import (
     TONE_CURVES,
 )
 
+SEED_MAX = 2**32 - 1  # numpy and torch seed with 32 bits
 # Where a real dataset's files come from, for the sentence that asks for dataset.root.
 ROOT_HINTS = {
     "microscopy": "the Raw-Microscopy download (`make data`, then dataset.root=data)",
@@ -122,6 +123,31 @@ def corruption_names(value):
     return None
 
 
+def normalisation(value):
+    """``auto``, null, or ``{mean: [3 numbers], std: [3 positive numbers]}``."""
+    expected = (
+        "'auto', null or {mean: [m_R, m_G, m_B], std: [s_R, s_G, s_B]} with finite values and positive std"
+    )
+    if value in ("auto", None):
+        return None
+    if not isinstance(value, (dict, DictConfig)) or set(value.keys()) != {"mean", "std"}:
+        return expected
+    for key in ("mean", "std"):
+        items = value[key]
+        if not isinstance(items, (list, ListConfig)) or len(items) != 3 or any(number()(v) for v in items):
+            return expected
+    return None if all(v > 0 for v in value["std"]) else expected
+
+
+def devices(value):
+    """Lightning's ``devices``: a count of at least 1, -1 (all) or ``auto``."""
+    return (
+        None
+        if value in (-1, "auto") or not integer(1)(value)
+        else "an integer of at least 1, -1 (all) or 'auto'"
+    )
+
+
 def theta_target(value):
     return None if value == "all" or value in THETA_GROUPS else f"'all' or one of {', '.join(THETA_GROUPS)}"
 
@@ -129,7 +155,7 @@ def theta_target(value):
 # -- the schema: key -> check; keys absent from a config are skipped --------------------------------
 TOP_LEVEL = {
     "mode": one_of(MODES),
-    "seed": integer(),
+    "seed": integer(0, SEED_MAX),
     "folds": integer(2),
     "epochs": integer(1),
     "batch_size": integer(1),
@@ -169,17 +195,36 @@ MODE_OPTIONS = {
 }
 DATASET = {
     "name": text,
+    "root": text,
     "intensity": number(0, 1, low_open=True),
     "num_images": integer(1),
     "size": integer(8),
     "height": integer(8),
     "width": integer(8),
     "tile_size": integer(8),
-    "seed": integer(),
+    "seed": integer(0, SEED_MAX),
     "pattern": one_of(BAYER_PATTERNS),
     "on_bad_file": one_of(BAD_FILE_POLICIES),
     "labels_csv": optional(text),
     "masks_dir": optional(text),
+    "normalisation": normalisation,
+}
+TASK_MODEL = {
+    "width": integer(1),
+    "encoder": text,
+    "pretrained": boolean,
+    "weights_path": optional(text),
+}
+# Lightning's values; what only the machine can tell (a GPU) is checked when the run starts.
+TRAINER = {
+    "accelerator": one_of(("cpu", "gpu", "cuda", "mps", "auto")),
+    "devices": devices,
+    "num_nodes": integer(1),
+    "precision": one_of(("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")),
+    "strategy": text,
+    "deterministic": lambda value: (
+        None if isinstance(value, bool) or value == "warn" else "true, false or 'warn'"
+    ),
 }
 DATA_MODEL = {
     "kind": one_of(DATA_MODEL_KINDS),
@@ -237,6 +282,8 @@ def _check(cfg: DictConfig) -> None:
         raise InputError(f"dataset.tile_size={dataset.tile_size} is larger than the captures "
                          f"({dataset.height}x{dataset.width}); expected a tile size at most their shorter side.")  # fmt: skip
     _check_group(cfg.data_model, "data_model.", DATA_MODEL)
+    _check_group(cfg.task_model, "task_model.", TASK_MODEL)
+    _check_group(cfg.trainer, "trainer.", TRAINER)
     _check_group(cfg.tracking, "tracking.", TRACKING)
     synthesis_mode = cfg.mode == "synthesis"
     if synthesis_mode and cfg.data_model.kind != "static":

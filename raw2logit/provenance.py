@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import subprocess
 import sys
@@ -38,12 +40,28 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+@functools.cache
+def source_hash() -> str:
+    """A hash of the package's own source files: the code version that keys resumable results.
+
+    It changes with any edit, committed or not (a git commit alone would miss uncommitted edits), so
+    results computed by other code are never reused silently.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def provenance(cfg) -> dict:
     return {
         "seed": cfg.get("seed"),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "packages": package_versions(),
         "git_commit": git_commit(),
+        "source_hash": source_hash(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "command": " ".join(sys.argv),

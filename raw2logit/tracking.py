@@ -8,6 +8,7 @@ run continue its MLflow run and lets multirun jobs hang their runs under one swe
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -54,10 +55,16 @@ class Tracker:
         from raw2logit.runtime import offline_libraries
 
         offline_libraries()
+        # MLflow logs "Creating initial MLflow database tables..." at INFO on stderr (its loggers are
+        # configured on import, from this variable): bad input found later must be the only line there.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars are for notebooks
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
+
+        if os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING":  # mlflow was imported before, at its INFO
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         from raw2logit.locks import file_lock
 

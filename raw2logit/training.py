@@ -13,40 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
-from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
-from raw2logit.errors import InputError, NonFiniteError, check_finite_loss
-
-METRIC_NAMES = {"classification": "accuracy", "segmentation": "iou"}
-
-
-def make_metric(task: str, num_classes: int):
-    """Accuracy (classification) or IoU (binary segmentation), as the paper reports them."""
-    if task == "classification":
-        return MulticlassAccuracy(num_classes=num_classes, average="micro")
-    return BinaryJaccardIndex()
-
-
-class TaskLoss(nn.Module):
-    """Cross-entropy (classification), Dice (segmentation) or Dice + BCE (forensics, as the paper)."""
-
-    def __init__(self, task: str, with_bce: bool = False):
-        super().__init__()
-        self.task = task
-        self.with_bce = with_bce
-        self.dice = DiceLoss(mode="binary", from_logits=True) if task == "segmentation" else None
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(logits, target)
-        target = target.float().unsqueeze(1) if target.dim() == 3 else target.float()
-        loss = self.dice(logits, target)
-        if self.with_bce:
-            loss = loss + F.binary_cross_entropy_with_logits(logits, target)
-        return loss
+from raw2logit.errors import NonFiniteError, check_finite_loss
+from raw2logit.tasks.task import Task
 
 
 def weak_augmentation(views: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None):
@@ -99,12 +69,11 @@ class DriftModule(pl.LightningModule):
 
     Args:
         task_model: the task network (views -> logits).
-        task: ``"classification"`` or ``"segmentation"``.
-        num_classes: number of classes (1 for binary segmentation).
+        task: the ``Task`` (classification with its number of classes, or binary segmentation).
         lr: Adam learning rate of the task model.
-        processor: optional data model applied to raw inputs inside the step (static views are
-            computed beforehand instead); its trainable parameters get ``processor_lr``.
-        processor_lr: Adam learning rate of the data model's parameters.
+        data_model: optional data model applied to raw inputs inside the step (static views are
+            computed beforehand instead); its trainable parameters get ``data_model_lr``.
+        data_model_lr: Adam learning rate of the data model's parameters.
         normalisation: dict with ``mean`` and ``std`` per channel, or None.
         augment: apply weak augmentation during training.
         seed: seed of the augmentation draws.
@@ -113,80 +82,65 @@ class DriftModule(pl.LightningModule):
     def __init__(
         self,
         task_model: nn.Module,
-        task: str,
-        num_classes: int,
+        task: Task,
         lr: float = 1e-3,
-        processor: nn.Module | None = None,
-        processor_lr: float | None = None,
+        data_model: nn.Module | None = None,
+        data_model_lr: float | None = None,
         normalisation: dict | None = None,
         augment: bool = True,
         seed: int = 0,
     ):
         super().__init__()
-        if task not in METRIC_NAMES:
-            raise InputError(f"Unknown task {task!r}; expected one of {', '.join(METRIC_NAMES)}.")
         self.task_model = task_model
-        self.processor = processor
+        self.data_model = data_model
         self.task = task
         self.lr = lr
-        self.processor_lr = processor_lr if processor_lr is not None else lr
+        self.data_model_lr = data_model_lr if data_model_lr is not None else lr
         self.normalise = Normalise(**(normalisation or {}))
-        self.loss_fn = TaskLoss(task)
+        self.loss_fn = task.loss()
         self.augment = augment
-        self.train_metric = make_metric(task, num_classes)
-        self.val_metric = make_metric(task, num_classes)
-        self.metric_name = METRIC_NAMES[task]
+        self.train_metric = task.metric()
+        self.val_metric = task.metric()
         self._generator = torch.Generator().manual_seed(seed)
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs -> views: the data model on raw mosaics, or the views themselves."""
-        return self.processor(x) if self.processor is not None else x
+        return self.data_model(x) if self.data_model is not None else x
 
-    def logits(self, views: torch.Tensor, output_size=None) -> torch.Tensor:
-        logits = self.task_model(self.normalise(views))
-        if self.task == "segmentation" and output_size is not None and logits.shape[-2:] != output_size:
-            # Packed raw inputs are half resolution: bring the logits back to the mask's size.
-            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-        return logits
+    def logits(self, views: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Views -> logits (normalised first; at the target's size for segmentation)."""
+        return self.task.logits(self.task_model, self.normalise(views), target)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(self.views(x))
-
-    def _target_size(self, target):
-        return tuple(target.shape[-2:]) if self.task == "segmentation" else None
 
     def training_step(self, batch, batch_index):
         x, target = batch
         views = self.views(x)
         if self.augment:
             views, target = weak_augmentation(views, target, self._generator)
-        logits = self.logits(views, self._target_size(target))
+        logits = self.logits(views, target)
         loss = self.loss_fn(logits, target)
         check_finite_loss(loss, "training loss", self.current_epoch, batch_index,
                           f"the run stops here with nothing stored for this unit (lr={self.lr:g}; lower it, or "
                           "check the data model's θ)")  # fmt: skip
-        self.train_metric.update(self._predictions(logits), target)
+        self.train_metric.update(self.task.predictions(logits), target)
         self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
         return loss
 
     def on_train_epoch_end(self):
-        self.log(f"train_{self.metric_name}", self.train_metric.compute())
+        self.log(f"train_{self.task.metric_name}", self.train_metric.compute())
         self.train_metric.reset()
 
     def validation_step(self, batch, batch_index):
         x, target = batch
-        logits = self.logits(self.views(x), self._target_size(target))
+        logits = self.logits(self.views(x), target)
         self.log("val_loss", self.loss_fn(logits, target), on_epoch=True, batch_size=len(x))
-        self.val_metric.update(self._predictions(logits), target)
+        self.val_metric.update(self.task.predictions(logits), target)
 
     def on_validation_epoch_end(self):
-        self.log(f"val_{self.metric_name}", self.val_metric.compute())
+        self.log(f"val_{self.task.metric_name}", self.val_metric.compute())
         self.val_metric.reset()
-
-    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            return logits.argmax(dim=1)
-        return (logits[:, 0] > 0).long()
 
     def on_train_end(self):
         recalibrate_batchnorm(self, self.trainer.train_dataloader)
@@ -194,10 +148,10 @@ class DriftModule(pl.LightningModule):
 
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.task_model.parameters() if p.requires_grad], "lr": self.lr}]
-        if self.processor is not None:
-            trainable = [p for p in self.processor.parameters() if p.requires_grad]
+        if self.data_model is not None:
+            trainable = [p for p in self.data_model.parameters() if p.requires_grad]
             if trainable:
-                groups.append({"params": trainable, "lr": self.processor_lr})
+                groups.append({"params": trainable, "lr": self.data_model_lr})
         return torch.optim.Adam(groups)
 
 
@@ -271,7 +225,7 @@ def evaluate(
         transform: optional function applied to each batch of views (e.g. a corruption).
     """
     module.eval()
-    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", 1) or 1).to(module.device)
+    metric = module.task.metric().to(module.device)
     targets = torch.as_tensor(np.asarray(targets))
     for start in range(0, len(targets), batch_size):
         index = np.arange(start, min(start + batch_size, len(targets)))
@@ -280,8 +234,8 @@ def evaluate(
         if transform is not None:
             views = transform(views)
         target = targets[index].to(module.device)
-        logits = module.logits(views, tuple(target.shape[-2:]) if module.task == "segmentation" else None)
-        metric.update(module._predictions(logits), target)
+        logits = module.logits(views, target)
+        metric.update(module.task.predictions(logits), target)
     return float(metric.compute())
 
 

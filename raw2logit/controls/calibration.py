@@ -6,7 +6,7 @@ an RGB image through its own ISP. From pairs (DNG raw, the device's processed im
 structure matches the device best, then fits θ of a ``ParametrizedPipeline`` of that variant
 (Appendix A.1.2) by gradient descent, so drift synthesis can emulate a named camera or lab.
 The fitted model is written as a θ file (``ParametrizedPipeline.save_theta_json``) that
-``load_calibrated("calibrated:/path/to/device.json")`` reloads.
+``raw2logit.isp.specs.build_data_model("calibrated:/path/to/device.json")`` reloads.
 
 Colour space: a device's processed images are taken to be sRGB-encoded, as camera JPEGs and
 raw-converter exports are: with ``tone_curve="srgb"`` the model ends in the sRGB transfer curve,
@@ -49,7 +49,7 @@ from raw2logit.errors import InputError, check_finite_loss
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.parametrized import ParametrizedPipeline
 from raw2logit.isp.validation import check_raw
-from raw2logit.names import CALIBRATED_PREFIX, STATIC_PIPELINE_NAMES, TONE_CURVES, resolve_pipeline_names
+from raw2logit.names import STATIC_PIPELINE_NAMES, TONE_CURVES, resolve_pipeline_names
 
 PROCESSED_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 # A processed image this much smaller than its raw (per side) is most likely a camera JPEG
@@ -593,15 +593,15 @@ class CalibrationResult:
         }
 
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``calibration/fit.json``, ``variants.csv``, ``residuals.png`` and ``pipeline.json`` under ``folder``.
+        """Write ``fit.json``, ``variants.csv``, ``residuals.png`` and ``pipeline.json`` into ``folder``.
 
         ``pipeline.json`` is ``ParametrizedPipeline.save_theta_json``'s file: pass it as
-        ``calibrated:<path>`` to ``load_calibrated``.
+        ``calibrated:<path>`` to ``raw2logit.isp.specs.build_data_model``.
 
         Returns:
             artifact name -> path.
         """
-        directory = Path(folder) / "calibration"
+        directory = Path(folder)
         directory.mkdir(parents=True, exist_ok=True)
         paths = {
             "fit": directory / "fit.json",
@@ -875,34 +875,3 @@ def fit(
 
 
 # -- reloading ------------------------------------------------------------------------------------
-
-
-def load_calibrated(spec: str) -> ParametrizedPipeline:
-    """Reload a calibrated data model from ``"calibrated:/path/to/device.json"``.
-
-    The file is the ``pipeline.json`` that ``CalibrationResult.write`` leaves (written by
-    ``ParametrizedPipeline.save_theta_json``).
-
-    Raises:
-        InputError: a spec without the ``calibrated:`` prefix, or a missing or invalid file.
-    """
-    if not isinstance(spec, str) or not spec.startswith(CALIBRATED_PREFIX):
-        raise InputError(
-            f"Calibrated data model {spec!r} must be written '{CALIBRATED_PREFIX}/path/to/device.json'."
-        )
-    path = Path(spec[len(CALIBRATED_PREFIX) :])
-    if not str(path).strip() or path == Path("."):
-        raise InputError(
-            f"Calibrated data model {spec!r} names no file; expected '{CALIBRATED_PREFIX}/path/to/device.json'."
-        )
-    try:
-        return ParametrizedPipeline.from_theta_json(path)
-    except InputError as error:
-        if str(path) in str(error):
-            raise
-        raise InputError(f"Calibrated data model file {path} is invalid: {error}") from None
-    except (TypeError, KeyError, AttributeError, ValueError) as error:
-        raise InputError(
-            f"Calibrated data model file {path} is invalid ({type(error).__name__}: {error}); expected the "
-            "pipeline.json a calibration writes."
-        ) from None

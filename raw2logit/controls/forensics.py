@@ -23,7 +23,8 @@ from raw2logit.errors import InputError, check_finite_loss
 from raw2logit.isp import THETA_GROUPS, ParametrizedPipeline
 from raw2logit.isp.parametrized import check_groups
 from raw2logit.names import REGULARIZERS
-from raw2logit.training import METRIC_NAMES, DriftModule, Normalise, TaskLoss
+from raw2logit.tasks.task import Task
+from raw2logit.training import DriftModule, Normalise
 
 # Physically plausible ranges for the projection option, relative to θ_stat where marked:
 # black level: absolute offset in [0, 0.25] of the white level; white balance: gains within
@@ -41,10 +42,10 @@ PLAUSIBLE = {
 
 
 @torch.no_grad()
-def project(pipeline: ParametrizedPipeline, reference: dict[str, torch.Tensor]) -> None:
+def project(data_model: ParametrizedPipeline, reference: dict[str, torch.Tensor]) -> None:
     """Clamp every θ group into its plausible range (``PLAUSIBLE``) around ``reference`` (θ_stat)."""
     for group, (kind, low, high) in PLAUSIBLE.items():
-        parameter = getattr(pipeline, group)
+        parameter = getattr(data_model, group)
         base = reference[group].to(parameter)
         if kind == "absolute":
             parameter.clamp_(low, high)
@@ -59,9 +60,9 @@ class ForensicsModule(pl.LightningModule):
     """Adversarial search over θ of a ``ParametrizedPipeline`` against a frozen task model.
 
     Args:
-        pipeline: the data model, at θ_stat; only its trainable groups move.
+        data_model: the parametrized data model, at θ_stat; only its trainable groups move.
         task_model: the trained task network (frozen here).
-        task: ``"classification"`` or ``"segmentation"``.
+        task: the ``Task`` (its loss here is Dice + BCE for segmentation, as the paper).
         lam: λ, the weight of the distance term (>= 0).
         regularizer: ``"l2"`` or ``"ssim"``.
         normalisation: the task model's input normalisation (``mean``, ``std``) or None.
@@ -69,7 +70,7 @@ class ForensicsModule(pl.LightningModule):
         plausible: project θ into ``PLAUSIBLE`` after every step.
     """
 
-    def __init__(self, pipeline: ParametrizedPipeline, task_model: nn.Module, task: str, lam: float,
+    def __init__(self, data_model: ParametrizedPipeline, task_model: nn.Module, task: Task, lam: float,
                  regularizer: str = "l2", normalisation: dict | None = None, lr: float = 1e-3,
                  plausible: bool = False):  # fmt: skip
         super().__init__()
@@ -79,11 +80,11 @@ class ForensicsModule(pl.LightningModule):
             )
         if not lam >= 0:
             raise InputError(f"lambda must be a non-negative number; got {lam!r}.")
-        self.pipeline = pipeline
-        self.reference = copy.deepcopy(pipeline).requires_grad_(False)
+        self.data_model = data_model
+        self.reference = copy.deepcopy(data_model).requires_grad_(False)
         self.task_model = task_model.requires_grad_(False)
         self.normalise = Normalise(**(normalisation or {}))
-        self.loss_fn = TaskLoss(task, with_bce=task == "segmentation")  # Dice + BCE, as the paper
+        self.loss_fn = task.loss(with_bce=True)  # Dice + BCE for segmentation, as the paper
         self.task = task
         self.lam = lam
         self.regularizer = regularizer
@@ -110,12 +111,8 @@ class ForensicsModule(pl.LightningModule):
         raw, target = batch
         with torch.no_grad():
             reference = self.reference(raw)
-        views = self.pipeline(raw)
-        logits = self.task_model(self.normalise(views))
-        if self.task == "segmentation" and logits.shape[-2:] != target.shape[-2:]:
-            logits = nn.functional.interpolate(
-                logits, size=target.shape[-2:], mode="bilinear", align_corners=False
-            )
+        views = self.data_model(raw)
+        logits = self.task.logits(self.task_model, self.normalise(views), target)
         task_loss = self.loss_fn(logits, target)
         distance = self.distance(views, reference)
         loss = self.lam * distance - task_loss
@@ -127,29 +124,29 @@ class ForensicsModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_index):
         if self.plausible:
-            project(self.pipeline, dict(self.reference.named_parameters()))
+            project(self.data_model, dict(self.reference.named_parameters()))
 
     def configure_optimizers(self):
-        trainable = [p for p in self.pipeline.parameters() if p.requires_grad]
+        trainable = [p for p in self.data_model.parameters() if p.requires_grad]
         return torch.optim.Adam(trainable, lr=self.lr)
 
 
-def frozen_module(task_model: nn.Module, pipeline: nn.Module, task: str, num_classes: int,
-                  normalisation: dict | None) -> DriftModule:  # fmt: skip
-    """A ``DriftModule`` that evaluates ``task_model`` behind ``pipeline`` (used for the metric)."""
-    module = DriftModule(
-        task_model, task, num_classes, processor=pipeline, normalisation=normalisation, augment=False
-    )
-    return module.eval()
+def frozen_module(
+    task_model: nn.Module, data_model: nn.Module, task: Task, normalisation: dict | None
+) -> DriftModule:
+    """A ``DriftModule`` that evaluates ``task_model`` behind ``data_model`` (used for the metric)."""
+    return DriftModule(
+        task_model, task, data_model=data_model, normalisation=normalisation, augment=False
+    ).eval()
 
 
 @torch.no_grad()
-def mean_distance(pipeline: ParametrizedPipeline, reference: nn.Module, raw, batch_size: int = 64) -> float:
+def mean_distance(data_model: ParametrizedPipeline, reference: nn.Module, raw, batch_size: int = 64) -> float:
     """Mean per-image ||V - V~||² over a set of raw images (the paper's ℓ2)."""
     total, count = 0.0, 0
     for start in range(0, len(raw), batch_size):
         x = raw[np.arange(start, min(start + batch_size, len(raw)))]
-        total += float((pipeline(x) - reference(x)).square().flatten(1).sum(1).sum())
+        total += float((data_model(x) - reference(x)).square().flatten(1).sum(1).sum())
         count += len(x)
     return total / max(count, 1)
 
@@ -166,7 +163,7 @@ class SearchRecorder(pl.Callback):
         metric, distance = self.evaluate_fn()
         entry = {"epoch": trainer.current_epoch + 1, "metric": metric, "l2": distance,
                  "loss": float(trainer.callback_metrics.get("forensics_loss", float("nan"))),
-                 "theta": module.pipeline.theta_dict()}  # fmt: skip
+                 "theta": module.data_model.theta_dict()}  # fmt: skip
         self.history.append(entry)
         self.printer(
             f"  search epoch {entry['epoch']}/{trainer.max_epochs}: held-out {metric:.3f}, ℓ2 {distance:.4g}"
@@ -176,9 +173,8 @@ class SearchRecorder(pl.Callback):
 def run_search(
     *,
     task_model: nn.Module,
-    pipeline: ParametrizedPipeline,
-    task: str,
-    num_classes: int,
+    data_model: ParametrizedPipeline,
+    task: Task,
     normalisation: dict | None,
     train_raw,
     train_targets: np.ndarray,
@@ -200,21 +196,21 @@ def run_search(
     from raw2logit.training import evaluate
 
     groups = check_groups(target)
-    pipeline.set_trainable(groups)
-    theta_before = pipeline.theta_dict()
-    reference = copy.deepcopy(pipeline).requires_grad_(False).eval()
+    data_model.set_trainable(groups)
+    theta_before = data_model.theta_dict()
+    reference = copy.deepcopy(data_model).requires_grad_(False).eval()
     task_model.eval().requires_grad_(False)
 
     def measure():
-        frozen = frozen_module(task_model, pipeline, task, num_classes, normalisation)
+        frozen = frozen_module(task_model, data_model, task, normalisation)
         with torch.no_grad():
             return evaluate(frozen, test_raw, test_targets, batch_size), mean_distance(
-                pipeline, reference, test_raw
+                data_model, reference, test_raw
             )
 
     metric_before, _ = measure()
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = ForensicsModule(pipeline, task_model, task, lam, regularizer, normalisation, lr, plausible)
+    module = ForensicsModule(data_model, task_model, task, lam, regularizer, normalisation, lr, plausible)
     recorder = SearchRecorder(measure, log)
     trainer = make_trainer(f"forensics λ={lam:g} target={target}", [recorder])
     start = time.perf_counter()
@@ -226,14 +222,14 @@ def run_search(
         "target": target,
         "groups": groups,
         "regularizer": regularizer,
-        "metric": METRIC_NAMES[task],
+        "metric": task.metric_name,
         "metric_before": metric_before,
         "metric_after": metric_after,
         "metric_drop": metric_before - metric_after,
         "l2": distance,
         "l2_per_pixel": distance / pixels,
         "theta_before": theta_before,
-        "theta_after": pipeline.theta_dict(),
+        "theta_after": data_model.theta_dict(),
         "unchanged_groups": [g for g in THETA_GROUPS if g not in groups],
         "epochs": epochs,
         "plausible_projection": plausible,

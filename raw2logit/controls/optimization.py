@@ -2,7 +2,7 @@
 
 Settings: the parametrized data model ``learned`` (θ and task model trained jointly) or
 ``frozen`` (θ fixed at θ_stat), the task model on the raw mosaic packed to half resolution
-(``raw``, no ISP), and a small learned U-Net processor (``nn``). The validation metric is recorded
+(``raw``, no ISP), and a small learned U-Net data model (``nn``). The validation metric is recorded
 every N optimisation steps on the held-out fold; the learned θ is exported as readable JSON.
 """
 
@@ -16,8 +16,6 @@ import torch
 from torch import nn
 
 from raw2logit.isp.camera import check_pattern
-
-PROCESSORS = ("parametrized", "raw", "nn")
 
 
 def pack_raw(raw: torch.Tensor, pattern: str) -> torch.Tensor:
@@ -43,8 +41,8 @@ class RawPacking(nn.Module):
         return torch.stack((packed[:, 0], 0.5 * (packed[:, 1] + packed[:, 2]), packed[:, 3]), dim=1)
 
 
-class NNProcessor(nn.Module):
-    """A small learned processor: packed raw (4, H/2, W/2) -> U-Net -> pixel shuffle -> RGB (3, H, W) in [0, 1]."""
+class UNetDataModel(nn.Module):
+    """A small learned data model: packed raw (4, H/2, W/2) -> U-Net -> pixel shuffle -> RGB (3, H, W) in [0, 1]."""
 
     def __init__(self, pattern: str, width: int = 16):
         super().__init__()
@@ -81,7 +79,7 @@ class HistoryRecorder(pl.Callback):
         metric = self.evaluate_fn(module)
         module.train()
         self.rows.append({"step": step, "setting": self.setting, "fold": self.fold, "metric": metric})
-        theta_dict = getattr(module.processor, "theta_dict", None)
+        theta_dict = getattr(module.data_model, "theta_dict", None)
         if theta_dict is not None:
             self.thetas.append({"step": step, "theta": theta_dict()})
 
@@ -134,12 +132,12 @@ def table2(history) -> dict:
 
 
 def describe_setting(kind: str, learn: bool, intensity: float) -> str:
-    names = {"parametrized": "learned" if learn else "frozen", "raw": "direct raw", "nn": "nn processor"}
+    names = {"parametrized": "learned" if learn else "frozen", "raw": "direct raw", "nn": "learned U-Net"}
     return f"{names[kind]} (I={intensity:g})"
 
 
-def mean_views_statistics(processor: nn.Module, raw, indices: np.ndarray, batch_size: int = 64) -> dict:
-    """Channel statistics of a processor's initial views (``normalisation: auto`` in optimization)."""
+def mean_views_statistics(data_model: nn.Module, raw, indices: np.ndarray, batch_size: int = 64) -> dict:
+    """Channel statistics of a data model's initial views (``normalisation: auto`` in optimization)."""
     from raw2logit.training import channel_statistics
 
     class Views:
@@ -148,7 +146,7 @@ def mean_views_statistics(processor: nn.Module, raw, indices: np.ndarray, batch_
 
         def __getitem__(self, rows):
             with torch.no_grad():
-                device = next(iter(processor.parameters()), torch.empty(0)).device
-                return processor(raw[indices[np.asarray(rows)]].to(device)).cpu()
+                device = next(iter(data_model.parameters()), torch.empty(0)).device
+                return data_model(raw[indices[np.asarray(rows)]].to(device)).cpu()
 
     return channel_statistics(Views(), batch_size)

@@ -27,7 +27,8 @@ from raw2logit.errors import InputError
 from raw2logit.locks import file_lock
 from raw2logit.runtime import deferred_interrupts
 from raw2logit.tasks.checkpoints import save_task_model
-from raw2logit.training import METRIC_NAMES, DriftModule, channel_statistics, evaluate
+from raw2logit.tasks.task import Task
+from raw2logit.training import DriftModule, channel_statistics, evaluate
 
 CELL_DIR = "synthesis/cells"
 
@@ -135,7 +136,7 @@ def run_cell(
     return {
         "train": train,
         "fold": fold,
-        "metric": METRIC_NAMES[dataset.task],
+        "metric": Task.of(dataset).metric_name,
         "clean": clean,
         "test": metrics,
         "corruptions": corruptions,

@@ -22,6 +22,7 @@ import torch
 from raw2logit.data.dataset import RawDataset
 from raw2logit.errors import InputError, NonFiniteError
 from raw2logit.isp import StaticPipelineBank, resolve_pipeline_names
+from raw2logit.isp.specs import build_data_model, is_static, spec_digest, spec_name
 
 CACHE_VERSION = 1
 _SCALE = 65535.0
@@ -92,14 +93,15 @@ class ViewCache:
         device: where the torch pipelines run.
         batch_size: images per batch when computing.
         log: progress printer.
-        calibrated: extra data models by name, e.g. ``{"calibrated:device": "/path/device.json"}``
-            (files a calibration wrote); their views are cached under a hash of the file.
+        specs: data models beyond the 12 static pipelines, as specs (``calibrated:<file>``; see
+            ``raw2logit.isp.specs``); their views are named ``spec_name(spec)`` and cached under the
+            digest of the file behind them.
     """
 
     def __init__(self, dataset: RawDataset, cache_dir: str | Path, backend: str = "torch", device: str = "cpu",
-                 batch_size: int = 32, log=print, calibrated: dict[str, str | Path] | None = None):  # fmt: skip
+                 batch_size: int = 32, log=print, specs=()):  # fmt: skip
         self.dataset = dataset
-        self.calibrated = {name: Path(path) for name, path in (calibrated or {}).items()}
+        self.specs = {spec_name(spec): spec for spec in specs if not is_static(spec)}
         self.backend = backend
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -109,15 +111,15 @@ class ViewCache:
         )
 
     def path(self, name: str) -> Path:
-        if name in self.calibrated:
-            digest = hashlib.sha1(self.calibrated[name].read_bytes()).hexdigest()[:12]
+        if name in self.specs:
+            digest = spec_digest(self.specs[name]).hex()[:12]
             return self.folder / f"{name.replace(':', '-')}-{digest}.npy"
         return self.folder / f"{name}.npy"
 
     def _resolve(self, names) -> list[str]:
         names = [names] if isinstance(names, str) else list(names)
-        return [n for n in names if n in self.calibrated] + resolve_pipeline_names(
-            [n for n in names if n not in self.calibrated]
+        return [n for n in names if n in self.specs] + resolve_pipeline_names(
+            [n for n in names if n not in self.specs]
         )
 
     def ensure(self, names) -> None:
@@ -128,24 +130,22 @@ class ViewCache:
             return
         with file_lock(self.folder.parent / f".{self.folder.name}.lock"):  # parallel jobs compute once
             missing = [n for n in self._resolve(names) if not self.path(n).exists()]
-            self._compute([n for n in missing if n not in self.calibrated])
+            self._compute([n for n in missing if n not in self.specs])
             for name in missing:
-                if name in self.calibrated:
-                    self._compute_calibrated(name)
+                if name in self.specs:
+                    self._compute_spec(name)
 
-    def _compute_calibrated(self, name: str) -> None:
-        from raw2logit.controls.calibration import load_calibrated
-        from raw2logit.names import CALIBRATED_PREFIX
-
-        pipeline = load_calibrated(f"{CALIBRATED_PREFIX}{self.calibrated[name]}").to(self.device).eval()
+    def _compute_spec(self, name: str) -> None:
+        spec = self.specs[name]
+        data_model = build_data_model(spec, self.dataset.camera).to(self.device)
         self.folder.mkdir(parents=True, exist_ok=True)
         n, (height, width) = len(self.dataset), self.dataset.image_shape
         partial = self.path(name).with_suffix(".partial.npy")
         array = open_view_file(partial, (n, 3, height, width))
-        self.log(f"computing the views of {name} ({self.calibrated[name]}) -> {self.folder}")
+        self.log(f"computing the views of {name} ({spec}) -> {self.folder}")
         for indices, _ in self._batches():
             with torch.no_grad():
-                views = pipeline(self.dataset.normalised(indices).to(self.device))
+                views = data_model(self.dataset.normalised(indices).to(self.device))
             array[indices] = _quantise(views, name)
         array.flush()
         del array

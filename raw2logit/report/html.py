@@ -1,7 +1,7 @@
 """A self-contained HTML report of one run or sweep directory: ``report.html``.
 
 The page is built from whatever artifacts the directory holds (``summary.json``, ``run.json``,
-``config.yaml``, ``synthesis/``, ``forensics/``, ``optimization/``, ``calibration/``,
+``config.yaml``, ``synthesis/``, ``forensics/``, ``optimization/``, ``calibrate/``,
 ``stages.png``); missing parts are left out, and a malformed artifact is skipped with a note in
 the page. Tables are rendered from the CSV/JSON files, every number with machine-readable
 ``data-*`` attributes; every PNG is embedded as a ``data:`` URI, and a Content-Security-Policy
@@ -27,7 +27,7 @@ from raw2logit.errors import InputError
 REPORT_NAME = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 20 * 1024 * 1024
-ARTIFACT_FOLDERS = ("synthesis", "forensics", "optimization", "calibration")
+ARTIFACT_FOLDERS = ("synthesis", "forensics", "optimization", "calibrate")
 # The page may load nothing: images are data: URIs, styles are inline, there is no script.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 JSON_KINDS = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
@@ -829,7 +829,7 @@ def _optimization_section(artifacts: _Artifacts, summary: Mapping) -> str:
 
 def _calibration_section(artifacts: _Artifacts) -> str:
     parts = []
-    fit = artifacts.json("calibration/fit.json")
+    fit = artifacts.json("calibrate/fit.json")
     if fit is not None:
         rows = [(key, fit[key]) for key in ("variant", "tone_curve") if key in fit]
         metrics = fit.get("metrics")
@@ -869,10 +869,10 @@ def _calibration_section(artifacts: _Artifacts) -> str:
                 + _kv_table(_flatten(fit["settings"]), "calibration-settings")
                 + "</details>"
             )
-    variants = artifacts.csv("calibration/variants.csv")
+    variants = artifacts.csv("calibrate/variants.csv")
     if variants is not None:
         parts.append("<h3>Pipeline variants</h3>" + _frame_table(variants, "calibration-variants"))
-    parts.append(artifacts.image("calibration/residuals.png"))
+    parts.append(artifacts.image("calibrate/residuals.png"))
     body = "".join(p for p in parts if p)
     return _section("calibration", "Calibration", body) if body else ""
 
@@ -935,7 +935,7 @@ def _infer_mode(directory: Path, summary: Mapping | None) -> str | None:
     for folder in ("synthesis", "forensics", "optimization"):
         if (directory / folder).is_dir():
             return folder
-    if (directory / "calibration").is_dir():
+    if (directory / "calibrate").is_dir():
         return "calibrate"
     return None
 

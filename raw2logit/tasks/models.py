@@ -116,6 +116,9 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < 16:  # four 2x2 poolings
+            raise InputError(f"SmallCNN needs images of at least 16x16 pixels; got {tuple(x.shape[-2:])} (a larger "
+                             "dataset.size, or a data model that keeps the full resolution).")  # fmt: skip
         return self.head(self.features(x).mean(dim=(-2, -1)))
 
 

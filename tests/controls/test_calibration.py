@@ -21,16 +21,16 @@ import torch
 from PIL import Image
 
 from raw2logit.controls.calibration import (
-    CALIBRATED_PREFIX,
     CalibrationPairs,
     effective_colour_matrix,
     fit,
-    load_calibrated,
     read_pairs,
     simulate_pairs,
 )
 from raw2logit.errors import InputError
 from raw2logit.isp import STATIC_PIPELINE_NAMES, CameraParams, ParametrizedPipeline, bayer_masks
+from raw2logit.isp.specs import build_data_model
+from raw2logit.names import CALIBRATED_PREFIX
 from tests.dng import write_dng as shared_write_dng
 
 pytest.importorskip("rawpy")
@@ -152,7 +152,7 @@ def test_held_out_views_match_the_device(me_s_ga_fit):
 def test_export_reloads_and_reproduces_the_views_exactly(me_s_ga_fit, tmp_path):
     result, _, raw, _, _ = me_s_ga_fit
     paths = result.write(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "calibration").iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
         "fit.json",
         "pipeline.json",
         "residuals.png",
@@ -161,7 +161,7 @@ def test_export_reloads_and_reproduces_the_views_exactly(me_s_ga_fit, tmp_path):
     fitted = views_hwc(result.pipeline, raw)
     for reloaded in (
         ParametrizedPipeline.from_theta_json(paths["pipeline"]),
-        load_calibrated(f"{CALIBRATED_PREFIX}{paths['pipeline']}"),
+        build_data_model(f"{CALIBRATED_PREFIX}{paths['pipeline']}"),
     ):
         assert reloaded.variant == "me_s_ga" and reloaded.tone_curve == "srgb"
         np.testing.assert_array_equal(views_hwc(reloaded, raw), fitted)
@@ -319,7 +319,7 @@ def test_read_pairs_then_fit_end_to_end(device_folder, tmp_path):
     assert result.psnr > result.initial_psnr + 5
     assert set(result.heldout_names) <= set(pairs.names)
     paths = result.write(tmp_path)
-    reloaded = load_calibrated(CALIBRATED_PREFIX + str(paths["pipeline"]))
+    reloaded = build_data_model(CALIBRATED_PREFIX + str(paths["pipeline"]))
     np.testing.assert_array_equal(views_hwc(reloaded, pairs.raw), views_hwc(result.pipeline, pairs.raw))
 
 
@@ -462,22 +462,20 @@ def test_folder_problems(tmp_path):
         read_pairs(tmp_path, on_bad_file="ignore")
 
 
-# --- load_calibrated -------------------------------------------------------------------------------
+# --- calibrated:<file> specs --------------------------------------------------------------------
 
 
-def test_load_calibrated_rejects_bad_specs(tmp_path):
-    with pytest.raises(InputError, match="must be written 'calibrated:"):
-        load_calibrated(str(tmp_path / "device.json"))
+def test_calibrated_specs_reject_bad_files(tmp_path):
     with pytest.raises(InputError, match="names no file"):
-        load_calibrated(CALIBRATED_PREFIX)
+        build_data_model(CALIBRATED_PREFIX)
     with pytest.raises(InputError, match=r"device\.json does not exist"):
-        load_calibrated(f"{CALIBRATED_PREFIX}{tmp_path / 'device.json'}")
+        build_data_model(f"{CALIBRATED_PREFIX}{tmp_path / 'device.json'}")
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(InputError, match=r"broken\.json is not readable JSON"):
-        load_calibrated(f"{CALIBRATED_PREFIX}{tmp_path / 'broken.json'}")
+        build_data_model(f"{CALIBRATED_PREFIX}{tmp_path / 'broken.json'}")
     (tmp_path / "odd.json").write_text(json.dumps({"theta": {}, "camera": {}, "variant": "xx_s_ga"}))
-    with pytest.raises(InputError, match=r"odd\.json is invalid.*Unknown static pipeline"):
-        load_calibrated(f"{CALIBRATED_PREFIX}{tmp_path / 'odd.json'}")
+    with pytest.raises(InputError, match=r"odd\.json: Unknown static pipeline"):
+        build_data_model(f"{CALIBRATED_PREFIX}{tmp_path / 'odd.json'}")
     (tmp_path / "list.json").write_text(json.dumps({"theta": [1, 2], "camera": {}}))
-    with pytest.raises(InputError, match=r"list\.json is invalid"):
-        load_calibrated(f"{CALIBRATED_PREFIX}{tmp_path / 'list.json'}")
+    with pytest.raises(InputError, match=r"list\.json: 'theta' and 'camera' must be JSON objects"):
+        build_data_model(f"{CALIBRATED_PREFIX}{tmp_path / 'list.json'}")

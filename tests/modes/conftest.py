@@ -97,7 +97,7 @@ def run_mode(data_root):
 @pytest.fixture(scope="session")
 def build_dataset(data_root):
     """``build_dataset(*overrides)`` -> the tiny ``RawDataset`` a run with those overrides reads."""
-    from raw2logit.cli import build_dataset as build
+    from raw2logit.modes.common import build_dataset as build
 
     return lambda *overrides: build(compose_config(tiny_overrides([f"paths.data={data_root}", *overrides])))
 

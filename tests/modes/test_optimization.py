@@ -133,7 +133,7 @@ def test_theta_file_is_the_initial_theta_of_a_later_run(run_mode, learned, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("data_model", "setting"), [("raw", "direct raw (I=1)"), ("nn", "nn processor (I=1)")]
+    ("data_model", "setting"), [("raw", "direct raw (I=1)"), ("nn", "learned U-Net (I=1)")]
 )
 def test_raw_and_nn_data_models_train_and_evaluate(run_mode, tmp_path, data_model, setting):
     run = run_mode(tmp_path, "mode=optimization", f"data_model={data_model}")

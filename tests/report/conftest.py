@@ -152,7 +152,7 @@ def forensics_template(forensics_sweep_template) -> Path:
 @pytest.fixture(scope="session")
 def optimization_sweep_template(run_tiny, tmp_path_factory) -> Path:
     """An optimization sweep directory: learned θ, frozen θ and direct raw as jobs 0, 1, 2; the
-    assembly (``compare_optimization``) added ``optimization/{history,comparison}.csv``,
+    assembly (``raw2logit.modes.optimization.assemble_sweep``) added ``optimization/{history,comparison}.csv``,
     ``comparison.png``, ``summary.json`` and ``report.html``. Shared: copy first."""
     directory = tmp_path_factory.mktemp("optimization")
     jobs = [(*OPTIMIZATION, *job) for job in OPTIMIZATION_JOBS]
@@ -170,7 +170,7 @@ def optimization_template(optimization_sweep_template) -> Path:
 @pytest.fixture(scope="session")
 def calibration_template(run_tiny, tmp_path_factory) -> Path:
     """A calibration run directory of the simulated demonstration (4 pairs, 2 variants, 5 steps):
-    ``calibration/`` (fit.json, variants.csv, pipeline.json, residuals.png), ``summary.json``,
+    ``calibrate/`` (fit.json, variants.csv, pipeline.json, residuals.png), ``summary.json``,
     ``stages.png``, ``run.json``, ``config.yaml``, ``report.html``. Shared: copy first."""
     directory = tmp_path_factory.mktemp("calibration")
     run_dir = directory / "run"

@@ -343,14 +343,14 @@ def test_optimization_sweep_report_compares_settings(optimization_sweep, run_set
 
 def test_calibration_report(calibration_run, run_settings):
     text, page = read(write_report(calibration_run))
-    fit = read_json(calibration_run / "calibration" / "fit.json")
+    fit = read_json(calibration_run / "calibrate" / "fit.json")
     numbers = keyed(page, "calibration-fit")
     metrics = {key: value for key, value in fit["metrics"].items() if not isinstance(value, str)}
     assert "psnr" in metrics
     for key, value in metrics.items():
         assert close(numbers[key], value), key
     assert numbers["heldout_pairs (count)"] == len(fit["heldout_pairs"])
-    variants = pd.read_csv(calibration_run / "calibration" / "variants.csv", index_col=0)
+    variants = pd.read_csv(calibration_run / "calibrate" / "variants.csv", index_col=0)
     assert set(variants.index) == set(run_settings.calibration_variants)
     assert_frame_in_page(page, "calibration-variants", variants)
     assert "Fitted θ" in text and "Camera parameters" in text
@@ -358,7 +358,7 @@ def test_calibration_report(calibration_run, run_settings):
     shown = theta_shown(text, "calibration-theta")
     for group, value in theta.items():
         assert np.allclose(shown[group], value.ravel(), rtol=0, atol=DISPLAYED_THETA_TOLERANCE), group
-    assert_images_embedded(page, "calibration/residuals.png", "stages.png")
+    assert_images_embedded(page, "calibrate/residuals.png", "stages.png")
     assert_self_contained(text)
 
 

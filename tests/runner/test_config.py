@@ -65,14 +65,14 @@ def test_published_loaders_read_the_simulated_layout(tmp_path):
 def test_data_models_build_and_process_raw(option):
     """Each data model option builds the module the modes use, and turns raw into a 3-channel view."""
     from raw2logit.isp import CameraParams, StaticPipeline
-    from raw2logit.modes import processor_factory
+    from raw2logit.modes.optimization import data_model_factory
 
     cfg = compose_config([f"data_model={option}"])
     camera = CameraParams.published("microscopy")
     if option == "static":
         module = StaticPipeline("bi_s_me", camera, backend=cfg.data_model.backend)
     else:
-        module = processor_factory(cfg, SimpleNamespace(camera=camera))()
+        module = data_model_factory(cfg, SimpleNamespace(camera=camera))()
     with torch.no_grad():
         view = module(torch.rand(2, 16, 16))
     assert view.shape[:2] == (2, 3) and torch.isfinite(view).all(), option
@@ -86,7 +86,7 @@ def test_trainer_options_are_trainer_arguments(option):
 
     import pytorch_lightning as pl
 
-    from raw2logit.cli import make_trainer_factory
+    from raw2logit.modes.common import make_trainer_factory
 
     cfg = compose_config([f"trainer={option}"])
     inspect.signature(pl.Trainer).bind(**cfg.trainer)

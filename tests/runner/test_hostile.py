@@ -74,7 +74,7 @@ def crafted_checkpoints(tmp_path, marker):
 
 
 def test_a_checkpoint_naming_a_function_runs_nothing(tmp_path, shared_data):
-    from raw2logit.cli import build_dataset
+    from raw2logit.modes.common import build_dataset
     from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     marker = tmp_path / "touched"
@@ -121,8 +121,8 @@ def test_forensics_refuses_a_crafted_checkpoint_file_and_mlflow_artifact(cli, tm
 def test_theta_and_calibration_files_name_no_code_and_hold_finite_values(document, tmp_path):
     """A θ file (``data_model.theta``) and a calibration file (``calibrated:<file>``) are JSON data:
     a crafted or non-finite field is refused with one sentence naming the file; nothing runs."""
-    from raw2logit.controls.calibration import load_calibrated
     from raw2logit.isp import CameraParams, ParametrizedPipeline
+    from raw2logit.isp.specs import build_data_model
 
     marker = tmp_path / "touched"
     base = json.loads(json.dumps({"variant": "bi_s_ga", "tone_curve": "power", "camera": CameraParams().to_dict(),
@@ -134,7 +134,7 @@ def test_theta_and_calibration_files_name_no_code_and_hold_finite_values(documen
     with pytest.raises(InputError, match=r"device\.json"):
         ParametrizedPipeline.from_theta_json(path)
     with pytest.raises(InputError, match=r"device\.json"):
-        load_calibrated(f"calibrated:{path}")
+        build_data_model(f"calibrated:{path}")
     assert not marker.exists()
 
 
@@ -271,6 +271,7 @@ def test_a_diverging_training_stops_with_one_sentence_and_stores_no_cell(cli, tm
         (["mode=bogus"], "Unknown mode 'bogus'; expected one of"),
         (["hydra.run.dir=/sys/raw2logit-run"], "hydra.run.dir=/sys/raw2logit-run cannot be written"),
         (["paths.outputs=/sys/raw2logit-outputs"], "paths.outputs=/sys/raw2logit-outputs cannot be written"),
+        (["hydra.run.dir="], "hydra.run.dir is empty; expected a folder"),
     ],
 )
 def test_config_errors_are_one_sentence_before_anything_heavy(overrides, expected, cli, tmp_path):
@@ -295,8 +296,12 @@ def test_labels_naming_a_single_class_are_one_sentence(cli, tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
-        write_dng(root / f"img{i}.dng", rng.integers(0, 65535, (32, 32), dtype=np.uint16), neutral=(0.5, 1.0, 0.6),
-                  xyz_to_camera="srgb")
+        write_dng(
+            root / f"img{i}.dng",
+            rng.integers(0, 65535, (32, 32), dtype=np.uint16),
+            neutral=(0.5, 1.0, 0.6),
+            xyz_to_camera="srgb",
+        )
     labels = tmp_path / "labels.csv"
     labels.write_text("file,label\n" + "".join(f"img{i},only\n" for i in range(4)))
     done = cli("dataset=dng_folder", f"dataset.root={root}", f"dataset.labels_csv={labels}")
@@ -376,7 +381,7 @@ def test_sigterm_while_a_cell_is_recorded_leaves_every_child_finished_after_resu
 
 def test_a_child_left_running_by_a_crash_is_completed_by_the_next_run(run_mode, tmp_path):
     """A crash (SIGKILL) can leave a child RUNNING with nothing logged: the next run completes it."""
-    from raw2logit.modes import cell_record
+    from raw2logit.modes.synthesis import cell_record
 
     store = tmp_path / "outputs"
     run_mode([*SYNTHESIS, "synthesis.train=[bi_s_me]"], "first", outputs=store, tracking=True)

@@ -165,8 +165,8 @@ def test_calibrated_pipeline_as_a_test_column(run_mode):
     calibration, calibrate_dir = run_mode(["mode=calibrate", "calibrate.steps=40", "calibrate.num_pairs=4",
                                            "calibrate.variants=[me_s_ga,bi_s_ga]"], "calibrate")  # fmt: skip
     assert calibration["variant"] == "me_s_ga"
-    device = calibrate_dir / "calibration" / "device.json"
-    device.write_text((calibrate_dir / "calibration" / "pipeline.json").read_text())
+    device = calibrate_dir / "calibrate" / "device.json"
+    device.write_text((calibrate_dir / "calibrate" / "pipeline.json").read_text())
     _summary, run_dir = run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test=[bi_s_me,calibrated:{device}]",
                                  "synthesis.corruptions=none"], "synthesis")  # fmt: skip
     matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")

@@ -92,7 +92,7 @@ class _RunsCodeWhenUnpickled:
 
 def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(shared_data, tmp_path):
     """A .pt whose pickle calls a function is refused with one sentence; the function never runs."""
-    from raw2logit.cli import build_dataset
+    from raw2logit.modes.common import build_dataset
     from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     marker = tmp_path / "pwned"

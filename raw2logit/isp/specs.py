@@ -1,0 +1,102 @@
+"""Data models by specification: one place turns a spec into a data model.
+
+A spec is what a config or a user writes wherever a pipeline is named:
+
+- a static pipeline name, one of the paper's 12 (``bi_s_me`` ... ``me_u_ga``), or ``all`` for the 12;
+- ``calibrated:<file>``: a data model fitted to a device by ``mode=calibrate`` (its ``pipeline.json``,
+  a θ file with the device's camera);
+- a θ file (``data_model.theta=<file>``): a parametrized data model exported by optimization or
+  forensics, applied with the dataset's camera.
+
+``parse_specs`` checks a config value and expands ``all``; ``build_data_model`` builds any spec;
+``spec_digest`` fingerprints the file behind a spec (a changed file is a different experiment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from raw2logit.errors import InputError
+from raw2logit.names import CALIBRATED_PREFIX, STATIC_PIPELINE_NAMES, resolve_pipeline_names
+
+
+def is_static(spec: str) -> bool:
+    return spec in STATIC_PIPELINE_NAMES
+
+
+def spec_file(spec: str) -> Path:
+    """The file a ``calibrated:<file>`` spec names (one sentence if it names none)."""
+    if not isinstance(spec, str) or not spec.startswith(CALIBRATED_PREFIX):
+        raise InputError(
+            f"Data model {spec!r} names no file; expected '{CALIBRATED_PREFIX}/path/to/device.json'."
+        )
+    path = Path(spec[len(CALIBRATED_PREFIX) :]).expanduser()
+    if not str(spec[len(CALIBRATED_PREFIX) :]).strip() or path == Path("."):
+        raise InputError(f"Calibrated data model {spec!r} names no file; expected "
+                         f"'{CALIBRATED_PREFIX}/path/to/device.json'.")  # fmt: skip
+    return path.resolve()
+
+
+def spec_name(spec: str) -> str:
+    """How a spec is shown in matrices and logs: the static name, or ``calibrated:<file stem>``."""
+    return spec if is_static(spec) else f"{CALIBRATED_PREFIX}{spec_file(spec).stem}"
+
+
+def parse_specs(value) -> list[str]:
+    """The specs of a config value (``all``, a name, or a list of names and ``calibrated:<file>``), each
+    checked now: unknown names and unreadable calibrated files get one sentence here, not later."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    items = [value] if isinstance(value, str) else list(value)
+    specs = []
+    for item in items:
+        if isinstance(item, str) and item.startswith(CALIBRATED_PREFIX):
+            build_data_model(item)  # reads and checks the file
+            specs.append(f"{CALIBRATED_PREFIX}{spec_file(item)}")
+        else:
+            specs += resolve_pipeline_names(item)
+    return specs
+
+
+def spec_digest(spec: str) -> bytes:
+    """The content of the file behind a spec (empty for a static name): part of every cache key."""
+    return b"" if is_static(spec) else hashlib.sha1(spec_file(spec).read_bytes()).digest()
+
+
+def build_data_model(spec: str, camera=None, normalize_output: bool = False):
+    """The data model a spec names, as a torch module in eval mode.
+
+    Args:
+        spec: a static name, ``calibrated:<file>``, or a θ file path (see the module docstring).
+        camera: the dataset's ``CameraParams``: required for a static name; replaces the camera
+            stored in a θ file; a calibrated file keeps its device's camera.
+        normalize_output: end a parametrized data model with the affine-free BatchNorm.
+    """
+    from raw2logit.isp.parametrized import ParametrizedPipeline
+    from raw2logit.isp.static import StaticPipeline
+
+    if is_static(spec):
+        if camera is None:
+            raise InputError(f"The static data model {spec} needs the dataset's camera parameters.")
+        return StaticPipeline(spec, camera).eval()
+    if isinstance(spec, str) and spec.startswith(CALIBRATED_PREFIX):
+        path = spec_file(spec)
+        try:
+            return ParametrizedPipeline.from_theta_json(path, normalize_output).eval()
+        except InputError as error:
+            if str(path) in str(error):
+                raise
+            raise InputError(f"Calibrated data model file {path} is invalid: {error}") from None
+    return ParametrizedPipeline.from_theta_json(Path(spec).expanduser(), normalize_output, camera).eval()
+
+
+def parametrized_data_model(camera, theta: str | None = None, normalize_output: bool = False):
+    """The parametrized data model at θ_stat of ``camera``, or at the θ of a spec (``data_model.theta``:
+    a θ file or ``calibrated:<file>``); trainable (every θ group requires grad)."""
+    from raw2logit.isp.parametrized import ParametrizedPipeline
+
+    if theta:
+        return build_data_model(str(theta), camera, normalize_output).train().requires_grad_(True)
+    return ParametrizedPipeline(camera, normalize_output)

@@ -1,0 +1,275 @@
+"""What every mode shares: the context it runs in, the objects built from the config, its results
+store, its MLflow run, and how a run is finished (summary, artifacts, stage figure, report).
+
+Only ``raw2logit.cli`` and the modes read the configuration; everything they call gets plain
+arguments and built objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from raw2logit.errors import InputError
+from raw2logit.names import MODES
+
+# Config keys that never change a result, whatever the mode: where things are written and logged.
+# Each mode adds its own (``RESULTS_IGNORE``); the options of the other modes are ignored too.
+IGNORED_BY_EVERY_MODE = ("tracking", "paths", "hydra", "run_dir", "mode", "resume")
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class Context:
+    """What every mode gets from the command line: the config, where to write, the data, tracking."""
+
+    cfg: DictConfig
+    run_dir: Path
+    dataset: object
+    tracker: object
+    parent_run: str | None = None  # the enclosing sweep's MLflow run, for multirun jobs
+
+
+# -- the results store --------------------------------------------------------------------------------
+def _drop(container: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    node = container
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+def results_key(cfg: DictConfig, mode: str, ignore: Sequence[str] = (), extra: bytes = b"") -> str:
+    """A short hash of everything that decides a mode's results: the whole resolved config minus the
+    keys that do not (``IGNORED_BY_EVERY_MODE``, the other modes' options and ``ignore``), plus the
+    package's source (edited code never reuses old results) and ``extra`` (e.g. a calibrated file)."""
+    from raw2logit.provenance import source_hash
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    for key in (*IGNORED_BY_EVERY_MODE, *(m for m in MODES if m != mode), *ignore):
+        _drop(values, key)
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode())
+    digest.update(source_hash().encode())
+    digest.update(extra)
+    return digest.hexdigest()[:12]
+
+
+def results_store(cfg: DictConfig, mode: str, ignore: Sequence[str] = (), extra: bytes = b"") -> Path:
+    """``<paths.results>/<mode>-<dataset>-<key>``: the resumable results of one experiment."""
+    return Path(cfg.paths.results) / f"{mode}-{cfg.dataset.name}-{results_key(cfg, mode, ignore, extra)}"
+
+
+# -- objects built from the config --------------------------------------------------------------------
+def flat_params(cfg: DictConfig) -> dict:
+    """The resolved config as flat ``a.b.c: value`` pairs (for MLflow params)."""
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def unexpected_argument(error: BaseException, group: str, callable_) -> InputError | None:
+    """A ``TypeError`` for an argument ``callable_`` does not take (a key added with ``+group.key=``)
+    as one sentence naming the key and the arguments it does take; None for any other error."""
+    import inspect
+    import re
+
+    match = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if not isinstance(error, TypeError) or match is None:
+        return None
+    accepted = sorted(set(inspect.signature(callable_).parameters) - {"self", "args", "kwargs"})
+    return InputError(f"{group}.{match.group(1)} is not an option of {getattr(callable_, '__name__', callable_)}; "
+                      f"expected among {', '.join(accepted)}.")  # fmt: skip
+
+
+def instantiate_clean(node, group: str = "config", **kwargs):
+    """``hydra.utils.instantiate`` whose bad-input failures are one sentence: an ``InputError`` of the
+    builder unwrapped, an argument the builder does not take named."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_method, instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, InputError):
+            sentence = unexpected_argument(cause, group, get_method(node._target_))
+            if sentence is not None:
+                raise sentence from None
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def build_dataset(cfg: DictConfig):
+    return instantiate_clean(cfg.dataset, "dataset", _convert_="all")
+
+
+def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
+    return instantiate_clean(cfg.task_model, "task_model", num_classes=num_classes, in_channels=in_channels)
+
+
+def check_task_model(task_model, task, in_channels: int, cfg: DictConfig, dataset_name: str) -> None:
+    """The task model makes the logits its task needs (a classifier on segmentation data, or the
+    reverse, is one sentence here rather than a shape error deep in the loss)."""
+    import torch
+
+    was_training = task_model.training
+    with torch.no_grad():
+        logits = task_model.eval()(torch.zeros(1, in_channels, 64, 64))
+    task_model.train(was_training)
+    expected = (1, task.num_classes) if task.name == "classification" else (1, 1)
+    if tuple(logits.shape[:2]) != expected or (logits.dim() == 2) != (task.name == "classification"):
+        target = cfg.task_model.get("_target_", "?").rsplit(".", 1)[-1]
+        kind = "per-image class logits" if task.name == "classification" else "one logit map per image"
+        raise InputError(f"task_model {target} gives logits of shape {tuple(logits.shape)} for a 64x64 image, but "
+                         f"{dataset_name} is a {task.name} dataset that needs {kind}; choose a {task.name} task model.")  # fmt: skip
+
+
+def device(cfg: DictConfig) -> str:
+    import torch
+
+    return "cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_channels: int = 3):
+    """A function ``(normalisation) -> DriftModule`` for ``dataset`` (a fresh one per cell or fold)."""
+    from raw2logit.tasks.task import Task
+    from raw2logit.training import DriftModule
+
+    checked = []
+
+    def make(normalisation=None):
+        task_model = build_task_model(cfg, dataset.num_classes, in_channels)
+        if not checked:
+            check_task_model(task_model, Task.of(dataset), in_channels, cfg, dataset.name)
+            checked.append(True)
+        return DriftModule(
+            task_model=task_model,
+            task=Task.of(dataset),
+            lr=cfg.lr,
+            data_model=data_model_factory() if data_model_factory is not None else None,
+            data_model_lr=cfg.data_model.get("lr"),
+            normalisation=normalisation if dataset.normalisation == "auto" else dataset.normalisation,
+            augment=cfg.augment,
+            seed=cfg.seed,
+        )
+
+    return make
+
+
+def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
+    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` from the ``trainer`` group.
+
+    ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
+    """
+    import pytorch_lightning as pl
+
+    from raw2logit.training import ProgressPrinter
+
+    settings = {
+        "max_epochs": cfg.epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **overrides,
+    }
+
+    def make(label: str, extra_callbacks=None):
+        callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
+        try:
+            return pl.Trainer(**settings, callbacks=callbacks + list(extra_callbacks or []))
+        except TypeError as error:
+            sentence = unexpected_argument(error, "trainer", pl.Trainer)
+            if sentence is None:
+                raise
+            raise sentence from None
+
+    return make
+
+
+# -- the run: MLflow, provenance, summary, report ------------------------------------------------------
+def record_run(ctx: Context, run_id: str | None) -> None:
+    """Seed, resolved config, package versions and git commit, beside the results and in MLflow."""
+    from raw2logit.provenance import provenance
+
+    info = provenance(ctx.cfg)
+    path = ctx.run_dir / "run.json"
+    path.write_text(json.dumps({**info, "mlflow_run_id": run_id, "tracking_uri": ctx.tracker.uri}, indent=2))
+    (ctx.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(ctx.cfg, resolve=True))
+    ctx.tracker.log_artifact(run_id, path)
+    ctx.tracker.log_artifact(run_id, ctx.run_dir / "config.yaml")
+
+
+@contextmanager
+def mode_run(ctx: Context, name: str, results: Path | None = None) -> Iterator[str | None]:
+    """This invocation's MLflow run (ended FINISHED, FAILED or KILLED with its block), with the run's
+    provenance recorded. Runs are never reopened: when the results store was used before, the new run
+    is tagged with the run it continues (``raw2logit.continues``)."""
+    from raw2logit.data.files import write_json_atomic
+
+    state = results / "mlflow_run.json" if results is not None else None
+    previous = json.loads(state.read_text()).get("run_id") if state is not None and state.exists() else None
+    tags = {"raw2logit.continues": previous} if previous else None
+    with ctx.tracker.run(name, params=flat_params(ctx.cfg), parent=ctx.parent_run, tags=tags) as run_id:
+        if state is not None:
+            write_json_atomic(state, {"run_id": run_id})
+        record_run(ctx, run_id)
+        yield run_id
+
+
+def finish_run(ctx: Context, run_id, summary: dict, folder: Path | None, data_model=None, raw=None) -> None:
+    """summary.json and the mode's folder, then the stage-by-stage figure (paper Fig. 1) of
+    ``data_model`` on ``raw`` and the self-contained report.html; all logged to the run."""
+    from raw2logit.report.html import write_report
+    from raw2logit.report.stages import save_stage_figure
+
+    (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if folder is not None:
+        ctx.tracker.log_artifacts(run_id, folder, folder.name)
+    ctx.tracker.log_artifact(run_id, ctx.run_dir / "summary.json")
+    try:
+        if data_model is not None and raw is not None:
+            save_stage_figure(data_model.cpu(), raw, ctx.run_dir / "stages.png", names=None)
+            ctx.tracker.log_artifact(run_id, ctx.run_dir / "stages.png")
+        report = write_report(ctx.run_dir)
+        ctx.tracker.log_artifact(run_id, report)
+        log(f"report: {report}")
+    except Exception as error:  # a figure or report must never cost the run's results
+        log(f"warning: report.html not written ({type(error).__name__}: {error})")
+
+
+def check_finite_result(result: dict, keys, what: str) -> None:
+    """Nothing non-finite is stored as a finished result."""
+    import math
+
+    from raw2logit.errors import NonFiniteError
+
+    bad = {key: result[key] for key in keys if not math.isfinite(float(result[key]))}
+    if bad:
+        raise NonFiniteError(f"The {what} ended with non-finite results {bad}; nothing is stored (check lambda and "
+                             "the learning rates).")  # fmt: skip

@@ -1,0 +1,156 @@
+"""``mode=synthesis`` (paper §5.1): the cross-pipeline matrix with k-fold CV, next to Common Corruptions.
+
+A task model is trained on each train data model's views and tested on the held-out fold as every
+test data model processes it (``raw2logit.controls.synthesis``). Cells are kept in the results
+store as they finish and shared by every run of the same experiment (whatever its
+``synthesis.train`` or ``fold``), so a sweep can spread them over jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from raw2logit.modes.common import (
+    Context,
+    device,
+    finish_run,
+    log,
+    make_module_factory,
+    make_trainer_factory,
+    mode_run,
+    results_store,
+)
+from raw2logit.names import CORRUPTION_NAMES, STATIC_PIPELINE_NAMES
+
+FOLDER = "synthesis"
+# Keys that do not change a cell's result: which cells this run asks for, and whether models are kept.
+RESULTS_IGNORE = ("synthesis.train", "synthesis.save_models", "fold", "lambda")
+
+
+def corruption_names(value) -> list[str]:
+    """``all``, ``none`` or a list (checked by raw2logit.config) -> the corruption names."""
+    from omegaconf import OmegaConf
+
+    if value in (None, "none", []):
+        return []
+    if value == "all":
+        return list(CORRUPTION_NAMES)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else [value]
+
+
+def cell_record(results: Path, train: str, fold: int) -> Path:
+    """Where a cell's MLflow child run is noted (beside the results, not among the cells)."""
+    return results / "mlflow" / train / f"fold{fold}.json"
+
+
+def log_cell(ctx: Context, results: Path, run_id, cell: dict) -> None:
+    """The cell's MLflow child run (metrics, cell file, model), written once and completed later if an
+    interruption or a crash left it unfinished: the child's id is noted before anything is logged."""
+    from raw2logit.controls.synthesis import cell_path, model_file
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.runtime import deferred_interrupts
+
+    tracker = ctx.tracker
+    if not tracker.enabled or run_id is None:
+        return
+    train, fold = cell["train"], cell["fold"]
+    note = cell_record(results, train, fold)
+    record = json.loads(note.read_text()) if note.exists() else {}
+    if record.get("tracking_uri") != tracker.uri:
+        record = {}  # noted in another store: log it here too
+    if record.get("status") == "FINISHED":
+        return
+    with deferred_interrupts():
+        child = record.get("run_id") if record and tracker.status(record["run_id"]) else None
+        if child is None:
+            child = tracker.start(f"{train} fold {fold}", {"train": train, "fold": fold}, parent=run_id,
+                                  tags={"raw2logit.train_pipeline": train, "raw2logit.fold": str(fold)})  # fmt: skip
+            if child is None:
+                return
+            write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "RUNNING"})
+        metrics = {f"test.{k}": v for k, v in cell["test"].items()}
+        metrics.update({f"corruption.{k}": v for k, v in cell["corruptions"].items()})
+        if not tracker.has_metrics(child):
+            tracker.log_metrics(child, {**metrics, "clean": cell["clean"], "seconds": cell["seconds"]})
+        tracker.log_artifact(child, cell_path(results, train, fold))
+        tracker.log_artifact(child, model_file(results, train, fold), "model")
+        tracker.end(child)
+        write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "FINISHED"})
+
+
+def run(ctx: Context) -> dict:
+    """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
+    from omegaconf import OmegaConf
+
+    from raw2logit.controls.synthesis import assemble, cell_path, run_synthesis
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.data.views import ViewCache
+    from raw2logit.isp.specs import build_data_model, parse_specs, spec_digest, spec_name
+    from raw2logit.locks import file_lock
+
+    cfg = ctx.cfg  # checked by raw2logit.config before the mode starts
+    train_specs, test_specs = parse_specs(cfg.synthesis.train), parse_specs(cfg.synthesis.test)
+    specs = list(dict.fromkeys([*train_specs, *test_specs]))
+    # A changed calibration file is a different experiment: its content is part of the results key.
+    results = results_store(cfg, FOLDER, RESULTS_IGNORE, b"".join(spec_digest(spec) for spec in specs))
+    views = ViewCache(ctx.dataset, Path(cfg.paths.cache) / "views", cfg.data_model.backend, device(cfg), log=log,
+                      specs=specs)  # fmt: skip
+    with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
+        cells = run_synthesis(
+            dataset=ctx.dataset, views=views, train_names=[spec_name(s) for s in train_specs],
+            test_names=[spec_name(s) for s in test_specs], folds=cfg.folds, fold=cfg.fold, seed=cfg.seed,
+            severity=cfg.synthesis.severity, corruption_names=corruption_names(cfg.synthesis.corruptions),
+            make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg),
+            batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models,
+            on_cell=lambda cell: log_cell(ctx, results, run_id, cell), log=log,
+            model_metadata={"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "dataset": cfg.dataset.name},
+        )  # fmt: skip
+        for cell in cells:  # records an earlier run left unfinished are completed now
+            with file_lock(cell_path(results, cell["train"], cell["fold"]).with_suffix(".lock")):
+                log_cell(ctx, results, run_id, cell)
+        for cell in cells:  # the run directory holds its own cells (a sweep assembles from them)
+            write_json_atomic(cell_path(ctx.run_dir, cell["train"], cell["fold"]), cell)
+        summary = assemble(cells, ctx.run_dir, STATIC_PIPELINE_NAMES)
+        summary["results_store"] = str(results)
+        print_summary(summary, ctx.run_dir)
+        isp, corrupted = summary["isp"], summary.get("corruptions", {})
+        metrics = {"isp_train": isp["train"], "isp_test": isp["test"], "cc_train": corrupted.get("train"),
+                   "cc_test": corrupted.get("test")}  # fmt: skip
+        ctx.tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v is not None})
+        sample = ctx.dataset.normalised(np.arange(min(3, len(ctx.dataset))))
+        by_name = {spec_name(spec): spec for spec in specs}
+        shown = build_data_model(by_name[summary["best_train_pipeline"]], ctx.dataset.camera)
+        finish_run(ctx, run_id, summary, ctx.run_dir / FOLDER, shown, sample)
+    return summary
+
+
+def print_summary(summary: dict, directory: Path) -> None:
+    """The matrix and the headline changes, as the paper reports them."""
+    from raw2logit.controls.synthesis import format_matrix
+
+    log(
+        f"\n{summary['metric']} (rows: train pipeline, columns: test pipeline, mean over folds {summary['folds']}):"
+    )
+    log(format_matrix(directory))
+    isp = summary["isp"]
+    if isp["change"] is not None:
+        log(f"ISP drift: {isp['train']:.3f} -> {isp['test']:.3f} (train -> other test pipelines)")
+    if "corruptions" in summary:
+        cc = summary["corruptions"]
+        log(f"Common Corruptions (severity {cc['severity']}): {cc['train']:.3f} -> {cc['test']:.3f}")
+    log(f"best train pipeline: {summary['best_train_pipeline']}; artifacts in {directory / FOLDER}")
+
+
+def assemble_sweep(config, sweep_dir: Path) -> dict | None:
+    """The matrix over every job's cells of a multirun (jobs may each run one train pipeline or fold)."""
+    from raw2logit.controls.synthesis import assemble, format_matrix, load_cells
+
+    cells = load_cells(sweep_dir)
+    if not cells:
+        return None
+    summary = assemble(cells, sweep_dir, STATIC_PIPELINE_NAMES)
+    log(f"\nsweep matrix ({summary['cells']} cells from {sweep_dir}):\n{format_matrix(sweep_dir)}")
+    return summary
