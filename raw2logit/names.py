@@ -36,7 +36,13 @@ CALIBRATED_PREFIX = "calibrated:"
 
 THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
 TONE_CURVES = ("power", "srgb")
-DATA_MODEL_KINDS = ("static", "parametrized", "raw", "nn")
+# The options of the data_model config group and the class each builds (raw2logit.isp.specs).
+DATA_MODEL_TARGETS = {
+    "static": "raw2logit.isp.specs.StaticViews",
+    "parametrized": "raw2logit.isp.specs.Parametrized",
+    "raw": "raw2logit.isp.specs.PackedRaw",
+    "nn": "raw2logit.isp.specs.LearnedUNet",
+}
 REGULARIZERS = ("l2", "ssim")
 CORRUPTION_NAMES = (
     "gaussian_noise",

@@ -131,11 +131,6 @@ def table2(history) -> dict:
     return stats
 
 
-def describe_setting(kind: str, learn: bool, intensity: float) -> str:
-    names = {"parametrized": "learned" if learn else "frozen", "raw": "direct raw", "nn": "learned U-Net"}
-    return f"{names[kind]} (I={intensity:g})"
-
-
 def mean_views_statistics(data_model: nn.Module, raw, indices: np.ndarray, batch_size: int = 64) -> dict:
     """Channel statistics of a data model's initial views (``normalisation: auto`` in optimization)."""
     from raw2logit.training import channel_statistics

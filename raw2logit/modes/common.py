@@ -125,8 +125,20 @@ def build_dataset(cfg: DictConfig):
     return instantiate_clean(cfg.dataset, "dataset", _convert_="all")
 
 
-def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
-    return instantiate_clean(cfg.task_model, "task_model", num_classes=num_classes, in_channels=in_channels)
+def build_task_model(cfg: DictConfig, task, in_channels: int = 3):
+    """The task model of the ``task_model`` group for ``task`` (a builder that takes ``task``, such as
+    ``small`` or ``paper``, picks the network for it)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    extra = (
+        {"task": task.name}
+        if "task" in inspect.signature(get_method(cfg.task_model._target_)).parameters
+        else {}
+    )
+    return instantiate_clean(cfg.task_model, "task_model", num_classes=task.num_classes, in_channels=in_channels,
+                             **extra)  # fmt: skip
 
 
 def check_task_model(task_model, task, in_channels: int, cfg: DictConfig, dataset_name: str) -> None:
@@ -160,7 +172,7 @@ def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_ch
     checked = []
 
     def make(normalisation=None):
-        task_model = build_task_model(cfg, dataset.num_classes, in_channels)
+        task_model = build_task_model(cfg, Task.of(dataset), in_channels)
         if not checked:
             check_task_model(task_model, Task.of(dataset), in_channels, cfg, dataset.name)
             checked.append(True)
@@ -178,31 +190,21 @@ def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_ch
     return make
 
 
-def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
-    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` from the ``trainer`` group.
+def make_trainer_factory(cfg: DictConfig, **overrides):
+    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` of the ``trainer`` group.
 
     ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
     """
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
 
     from raw2logit.training import ProgressPrinter
 
-    settings = {
-        "max_epochs": cfg.epochs,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        **overrides,
-    }
+    partial = instantiate(cfg.trainer)
 
     def make(label: str, extra_callbacks=None):
-        callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
         try:
-            return pl.Trainer(**settings, callbacks=callbacks + list(extra_callbacks or []))
+            return partial(callbacks=[ProgressPrinter(label, log), *(extra_callbacks or [])], **overrides)
         except TypeError as error:
             sentence = unexpected_argument(error, "trainer", pl.Trainer)
             if sentence is None:

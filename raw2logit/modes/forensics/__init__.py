@@ -80,13 +80,13 @@ def train_task_model(cfg, dataset, data_model, raw, train_index, fold: int, path
 def run(ctx: Context) -> dict:
     """Drift forensics: adversarial search over θ against a frozen task model."""
     import torch
+    from hydra.utils import instantiate
 
     from raw2logit.controls.forensics import run_search
     from raw2logit.controls.synthesis import Subset
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.splits import kfold_splits
-    from raw2logit.isp.specs import parametrized_data_model
     from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure
     from raw2logit.tasks.checkpoints import load_task_checkpoint
@@ -116,11 +116,10 @@ def run(ctx: Context) -> dict:
     results = store.with_name(f"{store.name}-{fold}")  # a checkpoint decides its own held-out fold
     folder = ctx.run_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    options_dm = cfg.data_model
+    spec = instantiate(cfg.data_model)  # the parametrized data model (raw2logit.config checks it)
 
     def fresh_data_model():
-        return parametrized_data_model(dataset.camera, options_dm.get("theta"),
-                                       bool(options_dm.get("normalize_output", False)))  # fmt: skip
+        return spec.build(dataset.camera)
 
     with mode_run(ctx, f"forensics λ={lam:g} {options.target}", results) as run_id:
         data_model = fresh_data_model().to(device(cfg))
