@@ -124,7 +124,7 @@ def draw_stages(pipeline: torch.nn.Module, raw: torch.Tensor, names: Sequence[st
     for row in range(rows):
         axes[row][0].set_ylabel(f"image {row}", fontsize=8)
     shown = theta if theta is not None else describe_theta(pipeline)
-    fig.suptitle(f"Data model stage by stage (paper Fig. 1): {shown}.\n{DISPLAY_NOTE}", fontsize=7, wrap=True)
+    fig.suptitle(f"Data model stage by stage (paper Fig. 1): {shown}.\n{DISPLAY_NOTE}", fontsize=9, wrap=True)
     return fig
 
 
