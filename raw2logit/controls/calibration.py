@@ -73,7 +73,6 @@ GROUP_LR = {
     "gamma": 1.0,
 }
 FINAL_LR_FRACTION = 0.01  # cosine decay of every group's learning rate down to this fraction
-RESIDUAL_GAIN = 10  # |fitted - target| is shown this many times brighter in residuals.png
 
 
 # -- reading pairs ------------------------------------------------------------------------------
@@ -623,6 +622,8 @@ class CalibrationResult:
                         int(name == self.variant),
                     ]
                 )
+        from raw2logit.report.figures import residual_figure
+
         residual_figure(self.examples, f"{self.variant}, {self.evaluated_on} pairs", paths["residuals"])
         self.pipeline.save_theta_json(paths["pipeline"])
         return paths
@@ -637,31 +638,6 @@ def _json_ready(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def residual_figure(examples: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
-    """Target, fitted view and ``RESIDUAL_GAIN`` x |difference| for each example (H, W, 3) pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        max(len(examples), 1), 3, figsize=(8, 2.6 * max(len(examples), 1)), squeeze=False
-    )
-    for row, (name, target, fitted) in enumerate(examples):
-        panels = (target, fitted, np.clip(RESIDUAL_GAIN * np.abs(fitted - target), 0, 1))
-        labels = (f"{name}: device", "fitted data model", f"|difference| x {RESIDUAL_GAIN}")
-        for ax, image, label in zip(axes[row], panels, labels):
-            ax.imshow(np.clip(image, 0, 1))
-            ax.set_title(label, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def fit(
