@@ -162,6 +162,7 @@ TOP_LEVEL = {
     "lr": number(0, low_open=True),
     "lambda": number(0),
     "augment": boolean,
+    "resume": one_of(("auto", "never")),
 }
 MODE_OPTIONS = {
     "synthesis": {
@@ -235,7 +236,7 @@ DATA_MODEL = {
     "backend": one_of(("torch", "numpy")),
     "width": integer(1),
 }
-TRACKING = {"enabled": boolean, "uri": optional(text), "experiment": text}
+TRACKING = {"enabled": boolean, "uri": optional(text), "experiment": text, "system_metrics": boolean}
 
 
 def _check_group(cfg: DictConfig, prefix: str, schema: dict) -> None:

@@ -149,7 +149,7 @@ class PackedRaw:
     in_step = True
 
     def build(self, camera):
-        from raw2logit.controls.optimization import RawPacking
+        from raw2logit.isp.learned import RawPacking
 
         return RawPacking(camera.pattern)
 
@@ -168,7 +168,7 @@ class LearnedUNet:
     in_step = True
 
     def build(self, camera):
-        from raw2logit.controls.optimization import UNetDataModel
+        from raw2logit.isp.learned import UNetDataModel
 
         return UNetDataModel(camera.pattern, self.width)
 

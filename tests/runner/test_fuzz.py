@@ -115,6 +115,7 @@ SPEC: dict[str, Values] = {
     "lr": number(("0.003", "1e-4", "0.1"), low_open=True, either=("1e6", "1e30")),
     "lambda": number(("0", "0.001", "10"), either=("1e30", "1e300")),
     "augment": BOOLEAN,
+    "resume": names(("auto", "never"), "always"),
     "synthesis.train": Values(
         ("[bi_s_me]", "[ma_u_ga]", "me_s_ga"),
         PIPELINES_WRONG,
@@ -199,6 +200,7 @@ SPEC: dict[str, Values] = {
     "tracking.enabled": Values(("false",), BOOL_WRONG, long=("true",)),
     "tracking.uri": Values(("null",), TEXT_WRONG),
     "tracking.experiment": Values(("fuzz", "raw2logit"), ("''", "[]", "1", "null", "true", "${nope}")),
+    "tracking.system_metrics": Values(("false",), BOOL_WRONG, long=("true",)),
 }
 # Keys the schema leaves to the code they configure (instantiated or passed on as they are), and
 # misspelt keys added with ``+``: a careless user types them too.

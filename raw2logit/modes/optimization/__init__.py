@@ -14,6 +14,7 @@ from pathlib import Path
 
 from raw2logit.modes.common import (
     Context,
+    announce_resume,
     finish_run,
     log,
     make_module_factory,
@@ -41,7 +42,6 @@ def _fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_dat
     from raw2logit.controls.synthesis import Subset
     from raw2logit.data.files import write_json_atomic
     from raw2logit.runtime import deferred_interrupts
-    from raw2logit.tasks.task import Task
 
     cfg, dataset = ctx.cfg, ctx.dataset
     train_index, test_index = splits[fold]
@@ -54,21 +54,22 @@ def _fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_dat
     if dataset.normalisation == "auto":
         normalisation = mean_views_statistics(make_data_model(), raw, train_index)
     base = make_module_factory(cfg, dataset, make_data_model)
-    outcome = train_setting(
-        make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg),
-        train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
-        test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
-        fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
-    )  # fmt: skip
-    record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
-    data_model = outcome["module"].data_model
-    metric = Task.of(dataset).metric_name
-    with deferred_interrupts():  # the fold's files and its record are written together
-        if hasattr(data_model, "save_theta_json"):
-            data_model.save_theta_json(results / f"theta_fold{fold}.json")
-        write_json_atomic(done, record)
-        for row in record["rows"]:
-            ctx.tracker.log_metrics(run_id, {f"val_{metric}_fold{fold}": row["metric"]}, step=row["step"])
+    tags = {"raw2logit.fold": str(fold), "raw2logit.setting": setting}
+    with ctx.tracker.run(f"{setting} fold {fold}", {"fold": fold}, parent=run_id, tags=tags) as child:
+        outcome = train_setting(
+            make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg, ctx.tracker),
+            train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+            test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
+            fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
+            run_id=child,
+        )  # fmt: skip
+        record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
+        data_model = outcome["module"].data_model
+        with deferred_interrupts():  # the fold's files and its record are written together
+            if hasattr(data_model, "save_theta_json"):
+                data_model.save_theta_json(results / f"theta_fold{fold}.json")
+                ctx.tracker.log_artifact(child, results / f"theta_fold{fold}.json")
+            write_json_atomic(done, record)
     return record
 
 
@@ -96,6 +97,7 @@ def run(ctx: Context) -> dict:
     folder = ctx.run_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     metric = Task.of(dataset).metric_name
+    announce_resume(results, sum((results / f"fold{k}.json").exists() for k in fold_ids), len(fold_ids))
     with mode_run(ctx, f"optimization {setting}", results) as run_id:
         rows, thetas = [], {}
         for fold in fold_ids:
