@@ -54,6 +54,22 @@ def test_pad2d_matches_numpy_pad(mode, height, width, pad):
     np.testing.assert_array_equal(padded, expected)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "mirror"])
+@pytest.mark.parametrize(
+    "pad", [(1, 1, 1, 1), (2, 2, 2, 2), (0, 3, 2, 0)], ids=lambda pad: "x".join(map(str, pad))
+)
+def test_pad2d_with_a_cast_matches_numpy_pad(mode, pad):
+    """Casting while padding (written into one new buffer) gives numpy's padding of the cast image."""
+    image = random_images((2, 3, 6, 7), seed=5)
+    top, bottom, left, right = pad
+    expected = np.pad(
+        image.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)), NUMPY_PAD_MODES[mode]
+    )
+    result = filters.pad2d(torch.from_numpy(image), pad, mode, dtype=torch.float32)
+    assert result.dtype == torch.float32
+    np.testing.assert_array_equal(result.numpy(), expected)
+
+
 def test_pad2d_keeps_leading_dimensions():
     x = torch.rand(2, 3, 4, 6)
     assert filters.pad2d(x, (1, 2, 3, 4), "reflect").shape == (2, 3, 7, 13)
@@ -108,6 +124,36 @@ def test_lattice_convolve_sparse_bitwise_equal_scipy(kernel):
 def test_lattice_split_merge_round_trip():
     image = torch.rand(3, 6, 8, dtype=torch.float64)
     assert torch.equal(lattice.merge(lattice.split(image)), image)
+
+
+def test_lattice_split_casts_and_pads_with_zeros_in_one_copy():
+    image = torch.rand(3, 6, 8, dtype=torch.float64)
+    padded = lattice.split(image, torch.float32, zeros=1)
+    expected = lattice.pad(lattice.split(image.float()), "constant")
+    for site in lattice.SITES:
+        assert padded[site].dtype == torch.float32 and torch.equal(padded[site], expected[site])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lattice_assemble_interleaved_writes_equal_strided_writes(dtype):
+    """Without autograd the two sub-lattices of a row are written together (as a complex number's two
+    parts); values are copied, not computed, so both ways give the same bits."""
+    fields = [
+        {site: torch.rand(2, 3, 4, dtype=dtype) for site in lattice.SITES},
+        {
+            (0, 0): torch.rand(2, 3, 4, dtype=dtype),
+            (0, 1): None,
+            (1, 0): None,
+            (1, 1): torch.rand(2, 3, 4, dtype=dtype),
+        },
+    ]
+    interleaved = lattice.assemble(fields)
+    recorded = [
+        {site: None if p is None else p.clone().requires_grad_() for site, p in f.items()} for f in fields
+    ]
+    strided = lattice.assemble(recorded)
+    assert strided.requires_grad and torch.equal(interleaved, strided.detach())
+    assert torch.equal(interleaved[:, 1, 0::2, 1::2], torch.zeros(2, 3, 4, dtype=dtype))
 
 
 # -- dense 2-D filters ---------------------------------------------------------------------------
