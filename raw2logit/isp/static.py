@@ -322,26 +322,42 @@ class StaticPipelineBank(_CameraModule):
         self.names = resolve_pipeline_names(names)
 
     def iter_views(self, raw: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield (name, views (B, 3, H, W)) pipeline by pipeline."""
+        """Yield (name, views (B, 3, H, W)) pipeline by pipeline, those with the same demosaic (and
+        within them the same sharpening) one after the other, so that each prefix is computed once."""
         check_raw(raw)
         if self.backend == "numpy":
             for name in self.names:
                 yield name, self._numpy_views(raw, name)
             return
+        names = _prefix_order(self.names)
         tensors = self._camera_tensors()
-        steps = [_static_steps(name, self.camera.pattern, tensors, raw.dtype) for name in self.names]
+        steps = [_static_steps(name, self.camera.pattern, tensors, raw.dtype) for name in names]
         if records_gradient(raw):
-            yield from zip(self.names, run_shared_prefix(raw, steps))
+            yield from zip(names, run_shared_prefix(raw, steps))
             return
-        # Without autograd, chunk by chunk: the views of consecutive pipelines with the same
-        # demosaic are computed together (their prefix once), the next group's after they are yielded.
+        # Without autograd, chunk by chunk: the views of the pipelines with the same demosaic are
+        # computed together (their prefix once), the next group's after they are yielded.
         start = 0
         while start < len(steps):
             end = start + 1
             while end < len(steps) and steps[end][1].key == steps[start][1].key:
                 end += 1
-            yield from zip(self.names[start:end], run_chunked(raw, steps[start:end]))
+            yield from zip(names[start:end], run_chunked(raw, steps[start:end]))
             start = end
 
     def forward(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(self.iter_views(raw))
+        """Name -> views (B, 3, H, W), in the order of ``names``."""
+        views = dict(self.iter_views(raw))
+        return {name: views[name] for name in self.names}
+
+
+def _prefix_order(names: Sequence[str]) -> list[str]:
+    """``names`` grouped by demosaic, then by sharpening, each group where its first name stands."""
+    first: dict = {}
+    keys = []
+    for name in names:
+        demosaic, sharpen, _ = parse_pipeline_name(name)
+        keys.append(
+            (first.setdefault(demosaic, len(first)), first.setdefault((demosaic, sharpen), len(first)))
+        )
+    return [name for _, name in sorted(zip(keys, names), key=lambda pair: pair[0])]

@@ -157,6 +157,28 @@ def test_bank_subset_in_any_order():
     assert list(single) == ["ma_s_me"]
 
 
+def test_bank_computes_each_demosaic_once_whatever_the_order(monkeypatch):
+    """Names in any order: the bank yields those with the same demosaic (then sharpening) together,
+    so each demosaic runs once per chunk; ``forward`` keeps the order asked for."""
+    calls = []
+    for key, method in list(static.DEMOSAIC_METHODS.items()):
+        monkeypatch.setitem(
+            static.DEMOSAIC_METHODS, key, lambda *a, k=key, m=method, **kw: calls.append(k) or m(*a, **kw)
+        )
+    names = ["me_u_ga", "bi_s_me", "me_s_me", "bi_s_ga", "me_u_me"]
+    bank = StaticPipelineBank(names, CameraParams.published("drone"))
+    raw = torch.rand(2, 12, 16)
+    assert [name for name, _ in bank.iter_views(raw)] == [
+        "me_u_ga",
+        "me_u_me",
+        "me_s_me",
+        "bi_s_me",
+        "bi_s_ga",
+    ]
+    assert calls == ["me", "bi"]
+    assert list(bank(raw)) == names
+
+
 def test_chunked_views_equal_the_whole_batch(monkeypatch):
     """Without autograd the pipelines run a few images at a time on CPU, each view written into its
     output; the views are those of the whole batch in one pass (the autograd path), a short last
