@@ -13,6 +13,11 @@ what the CLI turns on). (a), (b) and (b') are timed in alternating rounds (one n
 batch, one batch through the 12 pipelines) so that a slow spell of a shared machine hits all three;
 times are per image, the best round, and the ratios are reported both as ratios of the best times
 and as the median of the per-round ratios. The JSON keeps every round.
+
+On a machine shared with other jobs, wall times of two threads measure the other jobs as much as
+these (OpenMP's threads wait for each other at every operation, whichever of them was descheduled):
+``--clock cpu`` times the CPU time of one thread instead (``--threads 1``), which other jobs barely
+change.
 """
 
 from __future__ import annotations
@@ -34,19 +39,22 @@ BANK_VS_NUMPY_TARGET = 30.0  # issue 17: the bank at least 30x the numpy referen
 SEPARATE_VS_BANK_TARGET = 1.5  # ... and the 12 separate pipelines within 1.5x of the bank
 
 
-def best_time(fn, repeats: int, sync) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def best_time(fn, repeats: int, sync, clock=time.perf_counter) -> float:
     fn()
     sync()
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
-def alternating_rounds(fns: dict, rounds: int, sync) -> dict[str, list[float]]:
+def alternating_rounds(fns: dict, rounds: int, sync, clock=time.perf_counter) -> dict[str, list[float]]:
     """Time each function once per round, in turn; returns name -> seconds per round."""
     for fn in fns.values():
         fn()
@@ -54,10 +62,10 @@ def alternating_rounds(fns: dict, rounds: int, sync) -> dict[str, list[float]]:
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 
@@ -91,6 +99,9 @@ def measure(args) -> dict:
         reference,
     )
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     camera = CameraParams.published(args.camera)
@@ -115,14 +126,15 @@ def measure(args) -> dict:
             },
             args.repeats,
             sync,
+            clock,
         )
-        forward = best_time(lambda: parametrized(raw), args.repeats, sync)
+        forward = best_time(lambda: parametrized(raw), args.repeats, sync, clock)
 
     def forward_backward():
         parametrized.zero_grad(set_to_none=True)
         parametrized(raw).square().mean().backward()
 
-    backward = best_time(forward_backward, args.repeats, sync)
+    backward = best_time(forward_backward, args.repeats, sync, clock)
     per_image = {"numpy_reference_12": 1, "torch_bank_12": args.batch, "torch_separate_12": args.batch}
     rounds_ms = {name: [1e3 * s / per_image[name] for s in values] for name, values in rounds.items()}
     ms_per_image = {name: min(values) for name, values in rounds_ms.items()}
@@ -143,9 +155,17 @@ def run_setting(setting: str, args) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / f"{setting}.json"
         command = [sys.executable, __file__, "--setting", setting, "--child-out", str(out)]
-        for key in ("batch", "size", "repeats", "numpy_images", "device", "camera"):
+        for key in ("batch", "size", "repeats", "numpy_images", "device", "camera", "threads", "clock"):
             command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-        subprocess.run(command, check=True)
+        env = dict(os.environ)
+        if args.threads:  # the numpy reference's BLAS as well as torch
+            env.update(
+                {
+                    name: str(args.threads)
+                    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                }
+            )
+        subprocess.run(command, check=True, env=env)
         return json.loads(out.read_text())
 
 
@@ -165,7 +185,7 @@ def print_report(document: dict) -> None:
     names = list(settings)
     print(
         f"ISP throughput at {document['size']}x{document['size']}, batch {document['batch']}, "
-        f"{document['device']}, {document['threads']} threads"
+        f"{document['device']}, {document['threads']} threads, {document['clock']} time"
     )
     print(
         f"CPU: {document['cpu_model']}, {document['cpus']} cores, torch CPU capability {document['cpu_capability']}"
@@ -206,6 +226,13 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="default: cuda where available, else cpu")
     parser.add_argument("--camera", default="microscopy", choices=["microscopy", "drone", "identity"])
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {SETTINGS}")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time, or one thread's CPU time (--threads 1)",
+    )
     parser.add_argument("--out", default="outputs/bench/isp.json")
     parser.add_argument("--setting", choices=SETTINGS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -214,6 +241,8 @@ def main() -> None:
     if args.setting:
         Path(args.child_out).write_text(json.dumps(measure(args)))
         return
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu times one thread: add --threads 1")
     settings = [name.strip() for name in args.settings.split(",")]
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
@@ -228,6 +257,7 @@ def main() -> None:
         "size": args.size,
         "device": args.device,
         "camera": args.camera,
+        "clock": args.clock,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": results[settings[0]]["threads"],
         "cpu_model": cpu_model(),

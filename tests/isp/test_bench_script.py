@@ -51,7 +51,8 @@ def test_bench_script_reports_both_settings_and_consistent_ratios(tmp_path):
         assert (f"{document['targets']['bank_vs_numpy_min']:g}x met" in line) == met
 
 
-def test_bench_script_rejects_an_unknown_setting():
-    command = [sys.executable, "scripts/bench_isp.py", "--settings", "plain,fast"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "fast" in result.stderr
+def test_bench_script_rejects_an_unknown_setting_and_a_cpu_clock_on_several_threads():
+    for arguments, named in ((["--settings", "plain,fast"], "fast"), (["--clock", "cpu"], "--threads 1")):
+        command = [sys.executable, "scripts/bench_isp.py", *arguments]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0 and named in result.stderr
