@@ -278,6 +278,31 @@ def test_luma_filters_match_reference(name, dtype, photo_images):
         np.testing.assert_allclose(out[0, 0].double().numpy(), reference_fn(luma), rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["sharpen_filter", "unsharp_mask", "gaussian_denoise"])
+def test_luma_filters_without_autograd_equal_their_convolution(name, dtype, photo_images):
+    """On CPU without autograd the fixed luma filters are shifted multiply-adds (separable where the
+    filter is); recorded by autograd they are the convolution. Two code paths: to 1e-12 / 1e-6."""
+    torch_fn, _ = LUMA_FILTERS[name]
+    atol = FLOAT64_ATOL if dtype == torch.float64 else FLOAT32_ATOL
+    for luma in luma_images(photo_images):
+        image = as_batch(luma, dtype)
+        recorded = torch_fn(image.clone().requires_grad_())
+        assert recorded.requires_grad
+        torch.testing.assert_close(torch_fn(image), recorded.detach(), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "constant"])
+def test_correlate_separable_equals_correlate2d_with_the_outer_kernel(mode):
+    images = torch.from_numpy(random_images((2, 3, 9, 11), seed=6))
+    rows, columns = [0.1, -0.3, 0.5], [0.25, 0.5, -0.125, 0.5, 0.25]
+    kernel = torch.outer(torch.tensor(columns, dtype=torch.float64), torch.tensor(rows, dtype=torch.float64))
+    expected = filters.correlate2d(images, kernel, mode)
+    torch.testing.assert_close(
+        filters.correlate_separable(images, rows, columns, mode), expected, rtol=0, atol=1e-12
+    )
+
+
 def test_luma_filters_batched_equal_one_by_one():
     luma = torch.rand(3, 1, 10, 12, dtype=torch.float64)
     for torch_fn, _ in LUMA_FILTERS.values():
