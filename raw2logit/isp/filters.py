@@ -236,8 +236,9 @@ def correlate_separable(
     ``correlate2d`` with that kernel computes it, but as two 1-D passes of shifted multiply-adds into
     buffers of its own (``empty_output``), without autograd.
 
-    For the small fixed filters of the static pipelines on CPU this beats oneDNN's depthwise
-    convolution, and allocates nothing that page-faults 4 KiB at a time.
+    For the small fixed filters of the static pipelines on CPU this is as fast as oneDNN's depthwise
+    convolution or faster (measured on 16 images of 256 x 256, one thread: the 5x5 Gaussian 1.3-1.6x,
+    the 9x9 of unsharp masking even), and it allocates nothing that page-faults 4 KiB at a time.
     """
     batch, channels, height, width = x.shape
     rows, columns = len(column_taps) // 2, len(row_taps) // 2
