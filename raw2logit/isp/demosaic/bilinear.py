@@ -68,9 +68,10 @@ def demosaic_bilinear(
         return demosaic_planes(cfa, pattern, bilinear_kernels(torch.float64, cfa.device), dtype)
     # Inside the one-pixel border each missing value is the mean of the 2 or 4 nearest sites of its
     # colour: computed on the sub-lattices, at the sites that need it, from shifted quarter-resolution
-    # planes (22 passes instead of masking, padding and convolving three full-resolution planes;
-    # about 3x faster on CPU). On the border the reference's reflect boundary folds a site onto its
-    # mirror image, which may hold another colour: there the three masked convolutions of
+    # planes, 22 passes instead of masking, padding and convolving three full-resolution planes (one
+    # thread, measured: as fast where glibc keeps freed memory, 3-4x faster where it does not, for
+    # want of those three fresh planes). On the border the reference's reflect boundary folds a site
+    # onto its mirror image, which may hold another colour: there the three masked convolutions of
     # ``demosaic_planes`` run on the two rows or columns at each edge, which is all they need.
     field = lattice.split(cfa, dtype, zeros=1)  # the values beyond the border reach only the border
     sites = lattice.bayer_sites(pattern)
