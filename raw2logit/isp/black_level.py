@@ -23,7 +23,7 @@ def black_level_correction(raw: torch.Tensor, black_level: torch.Tensor) -> torc
     batch, height, width = raw.shape
     # Rows of the mosaic in pairs, less the (2, W) offset pattern of a pair: the offsets broadcast
     # over the batch and the row pairs, and the innermost dimension stays W long (a (2, 2) block
-    # pattern would make it 2 long, which torch does not vectorise: 5x slower).
+    # pattern would make it 2 long, which torch does not vectorise: 4x slower).
     pairs = raw.reshape(batch, height // 2, 2, width)
     offsets = black_level.view(2, 2).repeat(1, width // 2)
     if torch.is_grad_enabled() and (raw.requires_grad or black_level.requires_grad):

@@ -1,14 +1,14 @@
 """Large CPU output buffers whose first write does not page-fault every 4 KiB.
 
-A fresh tensor of a few MB comes from ``mmap`` (glibc hands large blocks straight back to the
-operating system when they are freed), so writing it the first time costs one page fault per
-4 KiB. On the 2-core development VM a fault cost about 2.5 µs: writing the 12 views of a batch of
-32 256x256 images (300 MB) cost more than computing them. Where Linux offers transparent huge
-pages on request (``/sys/kernel/mm/transparent_hugepage/enabled`` is ``[madvise]``), advising
-the buffer before its first write makes that one fault per 2 MiB: 0.04 instead of 0.43 ms per
-image and view, measured. This touches only the buffer's own pages, never the process's allocator
-settings; elsewhere (other systems, THP ``never``, ``always`` where it happens anyway, GPUs) the
-buffer is a plain ``torch.empty``.
+A fresh tensor of a few MB comes from ``mmap`` or from heap memory glibc has just returned to the
+operating system, so writing it the first time costs one page fault per 4 KiB. On the 2-core
+development VM a fault cost about 2.5 µs: writing the 12 views of a batch of 32 256x256 images
+(300 MB) into fresh tensors cost 5 ms per image, half as much as computing them. Where Linux offers
+transparent huge pages on request (``/sys/kernel/mm/transparent_hugepage/enabled`` is
+``[madvise]``), advising the buffer before its first write makes that one fault per 2 MiB: 0.05
+instead of 0.45 ms per image and view, measured. This touches only the buffer's own pages, never
+the process's allocator settings; elsewhere (other systems, THP ``never``, ``always`` where it
+happens anyway, GPUs) the buffer is a plain ``torch.empty``.
 """
 
 from __future__ import annotations
