@@ -22,6 +22,7 @@ from torch import nn
 
 from raw2logit.errors import InputError
 from raw2logit.isp.black_level import black_level_correction
+from raw2logit.isp.buffers import empty_output
 from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.colour import (
     colour_correction,
@@ -34,6 +35,7 @@ from raw2logit.isp.colour import (
 )
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS
 from raw2logit.isp.denoise import gaussian_denoise, median_denoise
+from raw2logit.isp.filters import cpu_chunk
 from raw2logit.isp.sharpen import sharpen_filter, unsharp_mask
 from raw2logit.isp.validation import check_raw
 from raw2logit.names import TONE_CURVES, parse_pipeline_name, resolve_pipeline_names
@@ -52,13 +54,17 @@ STAGE_NAMES = (
     "gamma",
 )
 BACKENDS = ("torch", "numpy")
+# Images per pass through a whole pipeline on CPU without autograd: every intermediate then holds
+# 16 images, not the batch, and the heap reuses their memory from one chunk to the next.
+_CPU_CHUNK_PIXELS = 16 * 256 * 256
 
 
 @dataclass(frozen=True)
 class Step:
     """One step of a data model: ``key`` identifies the computation (for sharing prefixes),
     ``stage`` names its output for ``forward_stages`` (None for internal steps). Between the
-    ``luma`` and ``rgb`` steps the state is a (Y, chroma) pair (``on_luma``)."""
+    ``luma`` and ``rgb`` steps the state is a (Y, chroma) pair (``on_luma``). The last step (the
+    tone curve) also takes ``out=``, a (B, 3, H, W) tensor to write the view into."""
 
     key: str
     fn: Callable
@@ -114,18 +120,30 @@ def build_steps(
     return [
         Step(
             "black_level",
-            lambda raw: black_level_correction(raw.double(), black_level.double()),
+            lambda raw: black_level_correction(raw, black_level.double()),
             "black_level",
         ),
         Step(f"demosaic:{demosaic_key}", lambda cfa: demosaic_fn(cfa, pattern, dtype=dtype), "demosaic"),
         *colour,
         Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", on_luma=True),
         Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", on_luma=True),
-        # In place on the merged image, a temporary (when no gradient is recorded).
-        Step("gamma", lambda state: gamma_correction(merge_luma(*state), gamma, in_place=True), "gamma")
+        Step("gamma", _power_curve(gamma), "gamma")
         if tone_curve == "power"
-        else Step("gamma:srgb", lambda state: srgb_encode(merge_luma(*state)), "gamma"),
+        else Step("gamma:srgb", _srgb_curve),
     ]
+
+
+def _power_curve(gamma: torch.Tensor | float) -> Callable:
+    def apply(state: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        # In place on the merged image, a temporary or ``out`` (when no gradient is recorded).
+        return gamma_correction(merge_luma(*state, out=out), gamma, in_place=True)
+
+    return apply
+
+
+def _srgb_curve(state: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    view = srgb_encode(merge_luma(*state))
+    return view if out is None else out.copy_(view)
 
 
 def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = None) -> torch.Tensor:
@@ -141,23 +159,53 @@ def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = No
     return x
 
 
-def run_shared_prefix(raw: torch.Tensor, pipelines: Sequence[Sequence[Step]]) -> Iterator[torch.Tensor]:
+def run_shared_prefix(
+    raw: torch.Tensor, pipelines: Sequence[Sequence[Step]], outputs: Sequence[torch.Tensor] | None = None
+) -> Iterator[torch.Tensor]:
     """Run several step sequences, computing each shared prefix once.
 
     Only the intermediates on the current path are held, so running the 12 pipelines in the
-    paper's order needs memory for one path, not for twelve.
+    paper's order needs memory for one path, not for twelve. With ``outputs`` (one tensor per
+    sequence), each sequence's last step writes into its output.
     """
     path: list[tuple[str, torch.Tensor]] = []
-    for steps in pipelines:
+    for index, steps in enumerate(pipelines):
         shared = 0
         while shared < min(len(path), len(steps)) and path[shared][0] == steps[shared].key:
             shared += 1
         del path[shared:]
         x = path[-1][1] if path else raw
-        for step in steps[shared:]:
-            x = step.fn(x)
+        out = None if outputs is None else outputs[index]
+        for position in range(shared, len(steps)):
+            step = steps[position]
+            x = step.fn(x, out=out) if out is not None and position == len(steps) - 1 else step.fn(x)
             path.append((step.key, x))
+        if out is not None and x is not out:  # the same sequence twice: its view is already computed
+            x = out.copy_(x)
         yield x
+
+
+def records_gradient(raw: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``raw`` (the static pipelines' only differentiable input)."""
+    return torch.is_grad_enabled() and raw.requires_grad
+
+
+def run_chunked(raw: torch.Tensor, pipelines: Sequence[Sequence[Step]]) -> list[torch.Tensor]:
+    """The views of several step sequences, without autograd: a few images at a time on CPU.
+
+    Each chunk of images runs through every sequence (shared prefixes once) and the tone curve
+    writes straight into the output, allocated up front (``empty_output``). Intermediates then
+    hold a chunk, not the batch: in a process with glibc's default allocator settings their memory
+    is reused instead of page-faulted in afresh, and they stay nearer the cores.
+    """
+    batch, height, width = raw.shape
+    outputs = [empty_output((batch, 3, height, width), raw.dtype, raw.device) for _ in pipelines]
+    images = cpu_chunk(raw, _CPU_CHUNK_PIXELS)
+    for start in range(0, batch, images):
+        chunk = slice(start, start + images)
+        for _ in run_shared_prefix(raw[chunk], pipelines, [out[chunk] for out in outputs]):
+            pass
+    return outputs
 
 
 def _static_steps(
@@ -227,9 +275,8 @@ class StaticPipeline(_CameraModule):
         check_raw(raw)
         if self.backend == "numpy":
             return self._numpy_views(raw, self.name)
-        return run_steps(
-            raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype)
-        )
+        steps = _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype)
+        return run_steps(raw, steps) if records_gradient(raw) else run_chunked(raw, [steps])[0]
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """All intermediate stages, stage name -> tensor (``STAGE_NAMES``; RGB stages are (B, 3, H, W))."""
@@ -275,15 +322,42 @@ class StaticPipelineBank(_CameraModule):
         self.names = resolve_pipeline_names(names)
 
     def iter_views(self, raw: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield (name, views (B, 3, H, W)) pipeline by pipeline."""
+        """Yield (name, views (B, 3, H, W)) pipeline by pipeline, those with the same demosaic (and
+        within them the same sharpening) one after the other, so that each prefix is computed once."""
         check_raw(raw)
         if self.backend == "numpy":
             for name in self.names:
                 yield name, self._numpy_views(raw, name)
             return
+        names = _prefix_order(self.names)
         tensors = self._camera_tensors()
-        steps = [_static_steps(name, self.camera.pattern, tensors, raw.dtype) for name in self.names]
-        yield from zip(self.names, run_shared_prefix(raw, steps))
+        steps = [_static_steps(name, self.camera.pattern, tensors, raw.dtype) for name in names]
+        if records_gradient(raw):
+            yield from zip(names, run_shared_prefix(raw, steps))
+            return
+        # Without autograd, chunk by chunk: the views of the pipelines with the same demosaic are
+        # computed together (their prefix once), the next group's after they are yielded.
+        start = 0
+        while start < len(steps):
+            end = start + 1
+            while end < len(steps) and steps[end][1].key == steps[start][1].key:
+                end += 1
+            yield from zip(names[start:end], run_chunked(raw, steps[start:end]))
+            start = end
 
     def forward(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(self.iter_views(raw))
+        """Name -> views (B, 3, H, W), in the order of ``names``."""
+        views = dict(self.iter_views(raw))
+        return {name: views[name] for name in self.names}
+
+
+def _prefix_order(names: Sequence[str]) -> list[str]:
+    """``names`` grouped by demosaic, then by sharpening, each group where its first name stands."""
+    first: dict = {}
+    keys = []
+    for name in names:
+        demosaic, sharpen, _ = parse_pipeline_name(name)
+        keys.append(
+            (first.setdefault(demosaic, len(first)), first.setdefault((demosaic, sharpen), len(first)))
+        )
+    return [name for _, name in sorted(zip(keys, names), key=lambda pair: pair[0])]
