@@ -110,9 +110,11 @@ class SensorModel:
         a coarse pixel collects the electrons of (1/scale)² sensor pixels (white level and full well
         times 1/scale², read noise added in quadrature: times 1/scale) and averages them (gain times
         scale², so a white object gives the same counts and ``camera_params()`` is unchanged); the
-        noise relative to the signal falls by ``scale``. The PSF shrinks with the pixels and gains
-        the box of the coarse pixel's aperture (variance (1 - scale²)/12 px², the sensor pixel's own
-        aperture being part of the measured PSF).
+        noise relative to the signal falls by ``scale``. The average is quantised once, at the ADC's
+        step (a true average of (1/scale)² readings is finer; this shows only in the darkest pixels
+        at the lowest intensities). The PSF shrinks with the pixels and gains the box of the coarse
+        pixel's aperture (variance (1 - scale²)/12 px², the sensor pixel's own aperture being part of
+        the measured PSF).
 
         Args:
             scale: rendered pixels per sensor pixel along a side, in (0, 1]; 1 is the sensor itself.
