@@ -178,9 +178,10 @@ def record_run(ctx: Context, run_id: str | None) -> None:
 
 
 def _main(cfg: DictConfig):
-    from raw2logit.runtime import keep_freed_memory
+    from raw2logit.runtime import idle_threads_sleep, keep_freed_memory
     from raw2logit.tracking import Tracker
 
+    idle_threads_sleep()  # before anything imports torch
     keep_freed_memory()
     _quiet_libraries()
     if cfg.mode not in MODES:
