@@ -67,6 +67,9 @@ def check_machine(cfg: DictConfig) -> None:
 
 
 def _main(cfg: DictConfig):
+    from raw2logit.runtime import idle_threads_sleep
+
+    idle_threads_sleep()  # before anything imports torch
     from raw2logit import modes
     from raw2logit.config import check_config
     from raw2logit.modes.common import Context, build_dataset, build_tracker, log
