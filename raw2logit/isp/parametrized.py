@@ -21,7 +21,7 @@ from raw2logit.isp.camera import CameraParams, check_camera
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
-from raw2logit.isp.static import GAMMA, build_steps, run_steps
+from raw2logit.isp.steps import GAMMA, build_steps, run_steps
 from raw2logit.isp.validation import check_raw
 from raw2logit.names import THETA_GROUPS, TONE_CURVES, parse_pipeline_name
 

@@ -16,6 +16,7 @@ from raw2logit.isp import (
     reference,
     resolve_pipeline_names,
     static,
+    steps,
 )
 from tests.isp.tolerance import gamma_aware_bound
 
@@ -186,8 +187,8 @@ def test_chunked_views_equal_the_whole_batch(monkeypatch):
     the contract: the pre-gamma values (the tone curve inverted) within 1e-5."""
     camera = CameraParams.published("microscopy")
     raw = 0.05 + 0.9 * torch.rand(5, 12, 16)
-    monkeypatch.setattr(static, "_CPU_CHUNK_PIXELS", 2 * 12 * 16)
-    assert static.cpu_chunk(raw, static._CPU_CHUNK_PIXELS) == 2
+    monkeypatch.setattr(steps, "_CPU_CHUNK_PIXELS", 2 * 12 * 16)
+    assert steps.cpu_chunk(raw, steps._CPU_CHUNK_PIXELS) == 2
     bank = StaticPipelineBank("all", camera)
     chunked = bank(raw)
     whole = dict(bank.iter_views(raw.clone().requires_grad_()))
