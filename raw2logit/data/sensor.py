@@ -22,8 +22,6 @@ from scipy import ndimage
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams, check_pattern
 
-INTENSITIES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
-
 
 @dataclass(frozen=True)
 class SensorModel:
@@ -201,12 +199,3 @@ DRONE_CAMERA = SensorModel(
 )
 
 SENSORS = {"microscope": MICROSCOPE, "drone_camera": DRONE_CAMERA}
-
-
-def intensity_folder(intensity: float) -> str:
-    """Folder name of an intensity level in the published layout, e.g. 0.05 -> ``raw_scale005``."""
-    if not any(abs(intensity - level) < 1e-9 for level in INTENSITIES):
-        raise InputError(
-            f"Unknown intensity {intensity}; expected one of {', '.join(map(str, INTENSITIES))}."
-        )
-    return f"raw_scale{round(intensity * 100):03d}"

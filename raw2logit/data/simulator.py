@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from raw2logit.data.files import write_json_atomic, write_mask, write_tiff
-from raw2logit.data.microscopy import LABELS_FILE
+from raw2logit.data.layout import (
+    DRONE_IMAGES,
+    DRONE_MASKS,
+    LABELS_FILE,
+    MICROSCOPY_IMAGES,
+    MICROSCOPY_LABELS,
+    intensity_folder,
+)
 from raw2logit.data.scenes import CAR_LENGTH_M, MICROSCOPY_CLASSES, render_aerial, render_blood_smear
-from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel, intensity_folder
+from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel
 from raw2logit.errors import InputError
 
 _SCENE, _NOISE = 0, 1
@@ -108,19 +115,21 @@ def simulate_microscopy(
     order = np.random.default_rng([seed, 7]).permutation(np.arange(num_images) % len(classes))
     labels = [(f"sim_{i:05d}", classes[c]) for i, c in enumerate(order)]
     if not cached:
-        (folder / "labels").mkdir(exist_ok=True)
-        (folder / "labels" / LABELS_FILE).write_text("".join(f"{stem} {code}\n" for stem, code in labels))
+        (folder / MICROSCOPY_LABELS).mkdir(exist_ok=True)
+        (folder / MICROSCOPY_LABELS / LABELS_FILE).write_text(
+            "".join(f"{stem} {code}\n" for stem, code in labels)
+        )
         write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if missing:
         scenes = [
             render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
         ]
-        (folder / "images").mkdir(exist_ok=True)
+        (folder / MICROSCOPY_IMAGES).mkdir(exist_ok=True)
         for intensity in missing:
             raws = {stem: sensor.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
                     for i, ((stem, _), scene) in enumerate(zip(labels, scenes))}  # fmt: skip
-            _write_level(folder / "images", intensity_folder(intensity), raws, ".tiff")
+            _write_level(folder / MICROSCOPY_IMAGES, intensity_folder(intensity), raws, ".tiff")
             record["intensities"].append(intensity_folder(intensity))
             write_json_atomic(folder / "simulation.json", record)
     return folder
@@ -189,9 +198,9 @@ def simulate_drone(
             for i in range(num_captures)
         ]
         if not cached:
-            (folder / "masks_full").mkdir(exist_ok=True)
+            (folder / DRONE_MASKS).mkdir(exist_ok=True)
             for stem, (_, mask) in zip(stems, scenes):
-                write_mask(folder / "masks_full" / f"{stem}.png", mask)
+                write_mask(folder / DRONE_MASKS / f"{stem}.png", mask)
             # The binned sensor develops exactly as the sensor itself: one camera at every scale.
             write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
             record["rendered"] = {
@@ -200,11 +209,11 @@ def simulate_drone(
                 "white_electrons": rendered.white_electrons, "read_noise_electrons": rendered.read_noise,
                 "gain_dn_per_electron": rendered.gain,
             }  # fmt: skip
-        (folder / "images_full").mkdir(exist_ok=True)
+        (folder / DRONE_IMAGES).mkdir(exist_ok=True)
         for intensity in missing:
             raws = {stem: rendered.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
                     for i, (stem, (scene, _)) in enumerate(zip(stems, scenes))}  # fmt: skip
-            _write_level(folder / "images_full", intensity_folder(intensity), raws, ".tif")
+            _write_level(folder / DRONE_IMAGES, intensity_folder(intensity), raws, ".tif")
             record["intensities"].append(intensity_folder(intensity))
             write_json_atomic(folder / "simulation.json", record)
     return folder

@@ -14,8 +14,7 @@ import pytest
 import tifffile
 
 from raw2logit.data.files import write_mask
-from raw2logit.data.microscopy import LABELS_FILE
-from raw2logit.data.sensor import intensity_folder
+from raw2logit.data.layout import LABELS_FILE, intensity_folder
 from raw2logit.data.simulator import simulate_drone, simulate_microscopy
 
 # 6 simulated classes x 6 images: every class survives the "more than 4 images" filter.

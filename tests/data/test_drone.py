@@ -13,7 +13,7 @@ from PIL import Image
 
 from raw2logit.data.drone import load_drone
 from raw2logit.data.files import write_mask
-from raw2logit.data.microscopy import DOI
+from raw2logit.data.layout import DOI
 from raw2logit.data.registry import sim_drone
 from raw2logit.data.sensor import DRONE_CAMERA
 from raw2logit.errors import InputError

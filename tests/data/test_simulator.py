@@ -16,8 +16,9 @@ import pytest
 import tifffile
 import torch
 
+from raw2logit.data.layout import intensity_folder
 from raw2logit.data.scenes import MICROSCOPY_CLASSES, render_aerial
-from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel, intensity_folder
+from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel
 from raw2logit.data.simulator import _NOISE, _SCENE, _image_rng, simulate_drone, simulate_microscopy
 from raw2logit.errors import InputError
 from raw2logit.isp import BAYER_PATTERNS
