@@ -35,7 +35,6 @@ from raw2logit.data.microscopy import dataset_dir, load_camera
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
 
-NORMALISATION = {"mean": (0.35, 0.36, 0.35), "std": (0.12, 0.11, 0.12)}
 CLASSES = ["background", "car"]
 
 

@@ -29,8 +29,6 @@ CLASS_CODES = (
 )  # fmt: skip
 EXCLUDED_FILES = ("Ma190c_lame3_zone13_composite_Mcropped_2.tiff",)
 MIN_IMAGES_PER_CLASS = 5  # classes with <= 4 images are dropped
-# View normalisation used for training in the paper (per channel mean, std).
-NORMALISATION = {"mean": (0.91, 0.84, 0.94), "std": (0.08, 0.12, 0.05)}
 
 
 def dataset_dir(root: str | Path, name: str, expected: str, source: str) -> Path:

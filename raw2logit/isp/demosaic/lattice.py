@@ -5,8 +5,7 @@ reds - ..." only ever needs the value at one class of sites (R, G1, G2, B). Work
 (H/2, W/2) sub-lattices computes exactly that, with no masks and no ``where`` over the full
 image: a quarter of the arithmetic per rule. ``filter1d`` and ``convolve_sparse`` sum in
 scipy's order, so their results are bitwise scipy's in float64 (Menon's decision depends on it);
-``sites_of`` and ``assemble`` let full-resolution filter outputs be kept only where a rule needs
-them (Malvar).
+``assemble`` writes full-resolution outputs from the sub-lattices a rule computed (Malvar).
 
 A "field" is a full-resolution image stored as a dict site class (row parity, column parity) ->
 (B, H/2, W/2) tensor; ``None`` stands for a class where the field is zero. Boundary modes are
@@ -42,13 +41,6 @@ def bayer_sites(pattern: str) -> dict[str, Site]:
         "G1": (red[0], 1 - red[1]),
         "G2": (1 - red[0], red[1]),
     }
-
-
-def sites_of(image: torch.Tensor) -> Field:
-    """(B, H, W) image -> field of strided views of its four sub-lattices (no copy)."""
-    batch, height, width = image.shape
-    blocks = image.view(batch, height // 2, 2, width // 2, 2)
-    return {(a, b): blocks[:, :, a, :, b] for a, b in SITES}
 
 
 def split(cfa: torch.Tensor, dtype: torch.dtype | None = None, zeros: int = 0) -> Field:
