@@ -75,6 +75,7 @@ def simulate_microscopy(
     pattern: str | None = None,
     classes=tuple(MICROSCOPY_CLASSES),
     sensor: SensorModel = MICROSCOPE,
+    log=print,
 ) -> Path:
     """Simulated bright-field blood smears in the Raw-Microscopy layout under ``root/microscopy``.
 
@@ -87,6 +88,7 @@ def simulate_microscopy(
         pattern: Bayer pattern, default the sensor's (RGGB).
         classes: class codes to draw from ``scenes.MICROSCOPY_CLASSES``.
         sensor: the ``SensorModel``.
+        log: progress printer (one line when images are generated).
 
     Returns:
         the ``microscopy`` folder.
@@ -113,6 +115,7 @@ def simulate_microscopy(
         write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if missing:
+        log(f"simulating {num_images} microscopy images at intensity {', '.join(map(str, missing))} -> {folder}")
         scenes = [
             render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
         ]
@@ -136,6 +139,7 @@ def simulate_drone(
     seed: int = 0,
     pattern: str | None = None,
     sensor: SensorModel = DRONE_CAMERA,
+    log=print,
 ) -> Path:
     """Simulated aerial captures with car masks in the Raw-Drone layout under ``root/drone``.
 
@@ -144,7 +148,7 @@ def simulate_drone(
         num_captures: number of full captures (tiles are cut by the drone loader).
         height, width: capture size in pixels (even).
         car_length_px: typical car length in pixels (75 px at the real 6 cm ground sampling distance).
-        intensities, seed, pattern, sensor: as for ``simulate_microscopy``.
+        intensities, seed, pattern, sensor, log: as for ``simulate_microscopy``.
 
     Returns:
         the ``drone`` folder.
@@ -161,6 +165,7 @@ def simulate_drone(
     stems = [f"sim_capture_{i:03d}" for i in range(num_captures)]
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if not cached or missing:
+        log(f"simulating {num_captures} drone captures at intensity {', '.join(map(str, missing))} -> {folder}")
         scenes = [
             render_aerial(height, width, car_length_px, _image_rng(seed, i, _SCENE))
             for i in range(num_captures)
