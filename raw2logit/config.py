@@ -143,7 +143,7 @@ def strategy(value):
     """Lightning's ``strategy`` by name, or a node building raw2logit's own (``trainer=ddp``)."""
     if isinstance(value, str) and value:
         return None
-    if OmegaConf.is_config(value) and str(value.get("_target_", "")).startswith("raw2logit.training."):
+    if isinstance(value, DictConfig) and str(value.get("_target_", "")).startswith("raw2logit.training."):
         return None
     return "a strategy name such as 'auto' or 'ddp', or a node with _target_: raw2logit.training.ForkedDDP"
 
@@ -151,7 +151,7 @@ def strategy(value):
 def is_distributed(trainer: DictConfig) -> bool:
     """Whether the ``trainer`` group trains in several processes (``trainer=ddp`` or a ``ddp*`` strategy)."""
     value = trainer.get("strategy", "auto")
-    return OmegaConf.is_config(value) or "ddp" in str(value)
+    return isinstance(value, DictConfig) or "ddp" in str(value)
 
 
 def devices(value):

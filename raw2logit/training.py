@@ -128,7 +128,9 @@ class DriftModule(pl.LightningModule):
                           f"the run stops here with nothing stored for this unit (lr={self.lr:g}; lower it, or "
                           "check the data model's θ)")  # fmt: skip
         self.train_metric.update(self.task.predictions(logits), target)
-        self.log("train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        self.log(
+            "train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x), sync_dist=True
+        )
         return loss
 
     def on_train_epoch_end(self):
@@ -254,7 +256,9 @@ class ProgressPrinter(pl.Callback):
     def on_train_start(self, trainer, module):
         if trainer.world_size > 1 and trainer.is_global_zero:
             backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "?"
-            self.printer(f"  {self.label}: DistributedDataParallel over {trainer.world_size} processes ({backend})")
+            self.printer(
+                f"  {self.label}: DistributedDataParallel over {trainer.world_size} processes ({backend})"
+            )
 
     def on_train_epoch_start(self, trainer, module):
         self._start = time.perf_counter()

@@ -115,7 +115,9 @@ def simulate_microscopy(
         write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if missing:
-        log(f"simulating {num_images} microscopy images at intensity {', '.join(map(str, missing))} -> {folder}")
+        log(
+            f"simulating {num_images} microscopy images at intensity {', '.join(map(str, missing))} -> {folder}"
+        )
         scenes = [
             render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
         ]
@@ -165,7 +167,9 @@ def simulate_drone(
     stems = [f"sim_capture_{i:03d}" for i in range(num_captures)]
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if not cached or missing:
-        log(f"simulating {num_captures} drone captures at intensity {', '.join(map(str, missing))} -> {folder}")
+        log(
+            f"simulating {num_captures} drone captures at intensity {', '.join(map(str, missing))} -> {folder}"
+        )
         scenes = [
             render_aerial(height, width, car_length_px, _image_rng(seed, i, _SCENE))
             for i in range(num_captures)

@@ -50,7 +50,6 @@ def clean_env() -> dict:
 
 # -- fast: the presets and the refusals -----------------------------------------------------------------
 def test_slurm_preset_is_submitit_local_plus_what_a_cluster_needs():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     local, slurm = launcher("submitit_local"), launcher("slurm")
     assert local["_target_"].endswith("LocalLauncher") and slurm["_target_"].endswith("SlurmLauncher")
     shared = set(local) - {"_target_"}
@@ -74,7 +73,9 @@ def test_ddp_preset_builds_a_forked_ddp_strategy_per_trainer():
 
 
 def test_forensics_refuses_ddp_in_one_sentence(run_mode):
-    with pytest.raises(InputError, match=r"^trainer=ddp is not available for mode=forensics: .*use trainer=cpu"):
+    with pytest.raises(
+        InputError, match=r"^trainer=ddp is not available for mode=forensics: .*use trainer=cpu"
+    ):
         run_mode(["mode=forensics", *DDP_ON_CPU])
 
 
@@ -83,7 +84,6 @@ def test_forensics_refuses_ddp_in_one_sentence(run_mode):
 def test_submitit_local_sweep_shares_caches_and_mlflow(tmp_path):
     """2 train pipelines x 2 folds, each (pipeline, fold) a submitit job, all four started together
     on a fresh outputs folder (data, views, MLflow store created by the jobs themselves)."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep, outputs = tmp_path / "sweep", tmp_path / "outputs"
     start = time.perf_counter()
     done = run_cli(["-m", "hydra/launcher=submitit_local", *TINY, "synthesis.train=bi_s_me,ma_u_ga", "fold=0,1",
@@ -105,7 +105,9 @@ def test_submitit_local_sweep_shares_caches_and_mlflow(tmp_path):
     submitted = [p for p in (sweep / ".submitit").iterdir() if p.name != "%j"]
     outs = [p for folder in submitted for p in folder.glob("*_log.out")]
     assert len(outs) == 4 and len([p for f in submitted for p in f.glob("*_result.pkl")]) == 4
-    assert all("Job completed successfully" in p.read_text() + p.with_suffix(".err").read_text() for p in outs)
+    assert all(
+        "Job completed successfully" in p.read_text() + p.with_suffix(".err").read_text() for p in outs
+    )
     # Each dataset and each view computed once, by whichever job came first.
     logs = "".join((job / "run.log").read_text() for job in jobs)
     assert logs.count("simulating 36 microscopy images") == 1, logs
@@ -117,7 +119,9 @@ def test_submitit_local_sweep_shares_caches_and_mlflow(tmp_path):
     (sweep_run,) = [r for r in runs if r.data.tags.get("raw2logit.sweep") == "true"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_run.info.run_id]
     assert len(children) == 4 and sorted(r.data.params["fold"] for r in children) == ["0", "0", "1", "1"]
-    cell_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {c.info.run_id for c in children}]
+    cell_runs = [
+        r for r in runs if r.data.tags.get("mlflow.parentRunId") in {c.info.run_id for c in children}
+    ]
     assert len(cell_runs) == 4 and len(runs) == 9
     assert {r.info.status for r in runs} == {"FINISHED"}
 
@@ -127,14 +131,14 @@ def test_submitit_local_sweep_shares_caches_and_mlflow(tmp_path):
 # 0.5-0.8 rather than chance), so that the comparison with a single process means something.
 DDP_CELL = ["dataset.num_images=72", "dataset.size=32", "epochs=16", "folds=2", "fold=0", "augment=false",
             "synthesis.train=[bi_s_me]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none"]  # fmt: skip
-# |DDP - single process| of the cell's held-out accuracy. Not bitwise: under DDP each process
-# normalises its own half batch (BatchNorm statistics over 6 images, not 12), and Lightning's
-# DistributedSampler draws each epoch's order from seed + epoch where the single process continues one
-# generator, so from the second epoch on the batches differ. Both act as another seed would; on this
-# setting the single-process accuracy over seeds 0-3 spans SEED_SPREAD, and the tolerance is that
-# spread (what "another seed" may change), not a closeness DDP cannot promise.
-SEED_SPREAD = 0.28
-TOLERANCE = SEED_SPREAD
+# |DDP - single process| of the cell's held-out accuracy (36 images: a step of 0.028). Not bitwise:
+# under DDP each process normalises its own half batch (BatchNorm statistics over 6 images, not 12),
+# and Lightning's DistributedSampler draws each epoch's order from seed + epoch where the single
+# process continues one generator, so from the second epoch on the batches differ. Both act as another
+# seed would, so the tolerance is what another seed changes. Measured on the 2-core development
+# machine, seeds 0-3: single process 0.806 0.778 0.778 0.611 (range 0.19), DDP 0.694 0.611 0.694
+# 0.694, |DDP - single| 0.11 0.17 0.08 0.08. Tolerance 0.2: the seed-to-seed range, rounded up.
+TOLERANCE = 0.2
 
 
 def run_json(run: Path) -> dict:
@@ -144,7 +148,8 @@ def run_json(run: Path) -> dict:
 @pytest.mark.slow
 def test_ddp_trains_a_synthesis_cell_like_one_process(tmp_path, shared_data):
     """trainer=ddp with 2 CPU processes (gloo) trains the cell; the run itself (held-out evaluation,
-    cell file, MLflow runs) happens once; the accuracy is a single-process run's within TOLERANCE."""
+    cell file, MLflow runs) happens once; the accuracy is a single-process run's within TOLERANCE
+    (seed 0: 0.694 vs 0.806 when measured)."""
     common = [*DDP_CELL, f"paths.data={shared_data}"]
     single = run_cli([*common, "batch_size=12", f"paths.outputs={tmp_path / 'single'}",
                       f"hydra.run.dir={tmp_path / 'single' / 'run'}"], env=clean_env())  # fmt: skip
