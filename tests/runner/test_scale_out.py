@@ -196,3 +196,12 @@ def test_ddp_trains_an_optimization_fold_and_records_it_once(tmp_path, shared_da
     (child,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
     assert sorted(steps) == [0, 1, 2, 3, 4]
+
+
+def test_ddp_optimization_fold_in_process_keeps_rank_zeros_history(run_mode):
+    """The fast check of trainer=ddp (2 forked CPU processes): the fold's history, recorded by rank 0
+    during training, is the run's after ``fit``, one point per step."""
+    summary, run_dir = run_mode(["mode=optimization", "fold=0", "epochs=1", "batch_size=6",
+                                 "optimization.val_every=1", *DDP_ON_CPU])  # fmt: skip
+    history = pd.read_csv(run_dir / "optimization" / "history.csv")
+    assert list(history["step"]) == [0, 1, 2] and summary["folds"] == [0]
