@@ -139,6 +139,21 @@ def normalisation(value):
     return None if all(v > 0 for v in value["std"]) else expected
 
 
+def strategy(value):
+    """Lightning's ``strategy`` by name, or a node building raw2logit's own (``trainer=ddp``)."""
+    if isinstance(value, str) and value:
+        return None
+    if isinstance(value, DictConfig) and str(value.get("_target_", "")).startswith("raw2logit.training."):
+        return None
+    return "a strategy name such as 'auto' or 'ddp', or a node with _target_: raw2logit.training.ForkedDDP"
+
+
+def is_distributed(trainer: DictConfig) -> bool:
+    """Whether the ``trainer`` group trains in several processes (``trainer=ddp`` or a ``ddp*`` strategy)."""
+    value = trainer.get("strategy", "auto")
+    return isinstance(value, DictConfig) or "ddp" in str(value)
+
+
 def devices(value):
     """Lightning's ``devices``: a count of at least 1, -1 (all) or ``auto``."""
     return (
@@ -222,7 +237,7 @@ TRAINER = {
     "devices": devices,
     "num_nodes": integer(1),
     "precision": one_of(("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")),
-    "strategy": text,
+    "strategy": strategy,
     "deterministic": lambda value: (
         None if isinstance(value, bool) or value == "warn" else "true, false or 'warn'"
     ),
@@ -285,6 +300,9 @@ def _check(cfg: DictConfig) -> None:
     _check_group(cfg.data_model, "data_model.", DATA_MODEL)
     _check_group(cfg.task_model, "task_model.", TASK_MODEL)
     _check_group(cfg.trainer, "trainer.", TRAINER)
+    if cfg.mode == "forensics" and is_distributed(cfg.trainer):
+        raise InputError("trainer=ddp is not available for mode=forensics: the search of θ against one frozen task "
+                         "model runs in one process; use trainer=cpu or trainer=gpu.")  # fmt: skip
     _check_group(cfg.tracking, "tracking.", TRACKING)
     needs = {
         "synthesis": ("static",),

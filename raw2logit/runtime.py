@@ -112,8 +112,11 @@ class _Tee:
         self.console, self.log = console, log
 
     def write(self, text: str) -> int:
-        self.log.write(text)
-        self.log.flush()
+        # A logging handler made during the run keeps this stream after the run's log is closed
+        # (submitit's "Job completed" lines): the console still gets what it writes.
+        if not self.log.closed:
+            self.log.write(text)
+            self.log.flush()
         return self.console.write(text)
 
     def flush(self) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
@@ -126,21 +128,23 @@ class DriftModule(pl.LightningModule):
                           f"the run stops here with nothing stored for this unit (lr={self.lr:g}; lower it, or "
                           "check the data model's θ)")  # fmt: skip
         self.train_metric.update(self.task.predictions(logits), target)
-        self.log("train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x))
+        self.log(
+            "train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x), sync_dist=True
+        )
         return loss
 
     def on_train_epoch_end(self):
-        self.log(f"train_{self.task.metric_name}", self.train_metric.compute())
+        self.log(f"train_{self.task.metric_name}", self.train_metric.compute(), sync_dist=True)
         self.train_metric.reset()
 
     def validation_step(self, batch, batch_index):
         x, target = batch
         logits = self.logits(self.views(x), target)
-        self.log("val_loss", self.loss_fn(logits, target), on_epoch=True, batch_size=len(x))
+        self.log("val_loss", self.loss_fn(logits, target), on_epoch=True, batch_size=len(x), sync_dist=True)
         self.val_metric.update(self.task.predictions(logits), target)
 
     def on_validation_epoch_end(self):
-        self.log(f"val_{self.task.metric_name}", self.val_metric.compute())
+        self.log(f"val_{self.task.metric_name}", self.val_metric.compute(), sync_dist=True)
         self.val_metric.reset()
 
     def on_train_end(self):
@@ -226,7 +230,8 @@ def evaluate(
         transform: optional function applied to each batch of views (e.g. a corruption).
     """
     module.eval()
-    metric = module.task.metric().to(module.device)
+    # This process sees every image: nothing to gather from other DDP processes (rank 0 evaluates alone).
+    metric = module.task.metric(sync=False).to(module.device)
     targets = torch.as_tensor(np.asarray(targets))
     for start in range(0, len(targets), batch_size):
         index = np.arange(start, min(start + batch_size, len(targets)))
@@ -248,14 +253,23 @@ class ProgressPrinter(pl.Callback):
         self.printer = log
         self._start = 0.0
 
+    def on_train_start(self, trainer, module):
+        if trainer.world_size > 1 and trainer.is_global_zero:
+            backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "?"
+            self.printer(
+                f"  {self.label}: DistributedDataParallel over {trainer.world_size} processes ({backend})"
+            )
+
     def on_train_epoch_start(self, trainer, module):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
-        metrics = {
+        metrics = {  # on every rank: reading the metrics synchronises them across DDP processes
             k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items()
             if k.startswith(("train_", "val_")) and not k.endswith("_step")
         }  # fmt: skip
+        if not trainer.is_global_zero:  # one line per epoch, not one per process
+            return
         shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
         self.printer(f"  {self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
                  f"({time.perf_counter() - self._start:.1f}s)")  # fmt: skip
@@ -290,3 +304,46 @@ class RunLogger(pl.loggers.Logger):
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         """The run's parameters are the resolved config, logged when the run is opened."""
+
+
+class _CallbackStateLauncher(_MultiProcessingLauncher):
+    """Lightning's launcher of forked (or spawned) DDP processes that also brings the callbacks' state
+    (``state_dict``) of rank 0 back to the main process, as it brings back the weights: what a callback
+    recorded during training (optimization's validation history) is there when ``fit`` returns."""
+
+    def get_extra_results(self, trainer) -> dict:
+        extra = super().get_extra_results(trainer)
+        extra["callback_states"] = [callback.state_dict() for callback in trainer.callbacks]
+        return extra
+
+    def update_main_process_results(self, trainer, extra: dict) -> None:
+        super().update_main_process_results(trainer, extra)
+        for callback, state in zip(trainer.callbacks, extra.get("callback_states", ())):
+            if state:
+                callback.load_state_dict(state)
+
+
+class ForkedDDP(DDPStrategy):
+    """DistributedDataParallel over processes forked by ``trainer.fit`` (``trainer=ddp``).
+
+    The run itself stays one process: it prepares the data, opens the MLflow runs and, after ``fit``,
+    finds the trained weights (and its callbacks' state) in its own module, evaluates the held-out
+    fold once and writes every result once. Only the training loop runs in ``devices`` processes:
+    rank 0 logs the training curves into the MLflow run, the others write nothing. Lightning's
+    ``ddp`` strategy would instead start ``python run.py ...`` again for every other rank, and every
+    one of them would run (and write) the whole job; ``ddp_spawn`` would need every object it hands
+    over to pickle. Forking needs CUDA left uninitialised in the main process (raw2logit then keeps
+    the views and the held-out evaluation of a ``trainer=ddp`` run on the CPU).
+
+    Args:
+        start_method: ``fork`` (default) or ``spawn``; ``popen`` is Lightning's ``ddp``.
+        kwargs: as Lightning's ``DDPStrategy`` (e.g. ``process_group_backend: gloo``).
+    """
+
+    def __init__(self, start_method: str = "fork", **kwargs):
+        super().__init__(start_method=start_method, **kwargs)
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _MultiProcessingLauncher):
+            self._launcher = _CallbackStateLauncher(self, start_method=self._start_method)

@@ -31,6 +31,8 @@ class HistoryRecorder(pl.Callback):
     def _record(self, trainer, module):
         from raw2logit.training import recalibrate_batchnorm
 
+        if not trainer.is_global_zero:  # under DDP rank 0 measures the whole held-out fold, once
+            return
         step = trainer.global_step
         if self.rows and self.rows[-1]["step"] == step:
             return
@@ -46,6 +48,13 @@ class HistoryRecorder(pl.Callback):
         if theta_dict is not None:
             self.thetas.append({"step": step, "theta": theta_dict()})
 
+    def state_dict(self) -> dict:
+        """What was recorded (under DDP it comes back from rank 0 to the main process with it)."""
+        return {"rows": self.rows, "thetas": self.thetas}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self.thetas = list(state["rows"]), list(state["thetas"])
+
     def on_train_start(self, trainer, module):
         self._record(trainer, module)
 
@@ -55,6 +64,8 @@ class HistoryRecorder(pl.Callback):
 
     def on_train_end(self, trainer, module):
         self._record(trainer, module)
+        if not trainer.is_global_zero:
+            return
         self.printer(
             f"  {self.setting} fold {self.fold}: validation {self.rows[-1]['metric']:.3f} after {trainer.global_step} steps"
         )

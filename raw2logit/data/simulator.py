@@ -82,6 +82,7 @@ def simulate_microscopy(
     pattern: str | None = None,
     classes=tuple(MICROSCOPY_CLASSES),
     sensor: SensorModel = MICROSCOPE,
+    log=print,
 ) -> Path:
     """Simulated bright-field blood smears in the Raw-Microscopy layout under ``root/microscopy``.
 
@@ -94,6 +95,7 @@ def simulate_microscopy(
         pattern: Bayer pattern, default the sensor's (RGGB).
         classes: class codes to draw from ``scenes.MICROSCOPY_CLASSES``.
         sensor: the ``SensorModel``.
+        log: progress printer (one line when images are generated).
 
     Returns:
         the ``microscopy`` folder.
@@ -122,6 +124,9 @@ def simulate_microscopy(
         write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if missing:
+        log(
+            f"simulating {num_images} microscopy images at intensity {', '.join(map(str, missing))} -> {folder}"
+        )
         scenes = [
             render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
         ]
@@ -152,6 +157,7 @@ def simulate_drone(
     seed: int = 0,
     pattern: str | None = None,
     sensor: SensorModel = DRONE_CAMERA,
+    log=print,
 ) -> Path:
     """Simulated aerial captures with car masks in the Raw-Drone layout under ``root/drone``.
 
@@ -169,7 +175,7 @@ def simulate_drone(
         scale: rendered pixels per sensor pixel along a side, in (0, 1] (a CPU-sized world: 0.25).
         gsd_m: ground sampling distance of the sensor pixels, metres (Raw-Drone: 0.06).
         car_length_m: typical car length, metres.
-        intensities, seed, pattern, sensor: as for ``simulate_microscopy``.
+        intensities, seed, pattern, sensor, log: as for ``simulate_microscopy``.
 
     Returns:
         the ``drone`` folder.
@@ -193,6 +199,9 @@ def simulate_drone(
     stems = [f"sim_capture_{i:03d}" for i in range(num_captures)]
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if not cached or missing:
+        log(
+            f"simulating {num_captures} drone captures at intensity {', '.join(map(str, missing))} -> {folder}"
+        )
         scenes = [
             render_aerial(rows, cols, metres_per_pixel, _image_rng(seed, i, _SCENE), car_length_m)
             for i in range(num_captures)

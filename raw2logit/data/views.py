@@ -199,7 +199,7 @@ class ViewCache:
         partial = {name: self.path(name).with_suffix(".partial.npy") for name in missing}
         arrays = {name: open_view_file(partial[name], (n, 3, height, width)) for name in missing}
         self.log(
-            f"computing {len(missing)} static view set(s) of {n} images ({self.backend}) -> {self.folder}"
+            f"computing {len(missing)} static view set(s) of {n} images ({self.backend}): {', '.join(missing)} -> {self.folder}"
         )
         for indices, camera in self._batches():
             bank = StaticPipelineBank(missing, camera, backend=self.backend).to(self.device)

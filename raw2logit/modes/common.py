@@ -175,8 +175,14 @@ def check_task_model(task_model, task, in_channels: int, cfg: DictConfig, datase
 
 
 def device(cfg: DictConfig) -> str:
+    """Where the run computes outside the training loop (views, evaluation). Under ``trainer=ddp``
+    that is the CPU: the training processes are forked from the run, which CUDA does not survive."""
     import torch
 
+    from raw2logit.config import is_distributed
+
+    if is_distributed(cfg.trainer):
+        return "cpu"
     return "cuda" if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
 
 
@@ -221,11 +227,11 @@ def make_trainer_factory(cfg: DictConfig, tracker=None, **overrides):
 
     from raw2logit.training import ProgressPrinter, RunLogger
 
-    partial = instantiate(cfg.trainer)
-    bar = partial.keywords.get("enable_progress_bar")
+    bar = cfg.trainer.get("enable_progress_bar")
     bar = sys.stdout.isatty() if bar is None else bool(bar)
 
     def make(label: str, extra_callbacks=None, run_id: str | None = None):
+        partial = instantiate(cfg.trainer)  # anew for each Trainer: a strategy object serves one
         callbacks = [] if bar else [ProgressPrinter(label, log)]
         logger = False
         if tracker is not None and tracker.enabled and run_id:

@@ -37,13 +37,14 @@ class Task:
         """``accuracy`` or ``iou``: the name every artifact and MLflow metric uses."""
         return "accuracy" if self.name == "classification" else "iou"
 
-    def metric(self):
-        """A fresh torchmetrics metric: micro accuracy, or binary IoU (Jaccard index)."""
+    def metric(self, sync: bool = True):
+        """A fresh torchmetrics metric: micro accuracy, or binary IoU (Jaccard index). ``sync``: its
+        value gathers the counts of every DDP process (each saw part of the data), as in training."""
         from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
         if self.name == "classification":
-            return MulticlassAccuracy(num_classes=self.num_classes, average="micro")
-        return BinaryJaccardIndex()
+            return MulticlassAccuracy(num_classes=self.num_classes, average="micro", sync_on_compute=sync)
+        return BinaryJaccardIndex(sync_on_compute=sync)
 
     def loss(self, with_bce: bool = False) -> nn.Module:
         """Cross-entropy, or Dice (``with_bce``: Dice + BCE) on the logit map."""
