@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from raw2logit.errors import InputError
-from tests.runner.conftest import ROOT, TINY, compose_config, run_cli
+from tests.cli.conftest import ROOT, TINY, compose_config, run_cli
 
 SYNTHESIS = [
     "synthesis.train=[bi_s_me,me_u_ga]",

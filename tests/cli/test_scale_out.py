@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from raw2logit.errors import InputError
-from tests.runner.conftest import TINY, compose_config, run_cli
+from tests.cli.conftest import TINY, compose_config, run_cli
 
 # What a SLURM job needs and a local process does not; every other launcher setting is shared.
 CLUSTER_ONLY = {"partition", "timeout_min", "gpus_per_task", "cpus_per_task", "mem_gb"}
@@ -26,7 +26,7 @@ DDP_ON_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "tr
 def launcher(name: str) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from tests.runner.conftest import CONF
+    from tests.cli.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)

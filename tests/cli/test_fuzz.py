@@ -25,7 +25,7 @@ command-line draws of seed ``RAW2LOGIT_FUZZ_SEED`` (0) run within a minute; the 
 (MLflow tracking, the numpy oracle, ResNet18, simulated drone data), in about five minutes. More draws
 by hand:
 
-    RAW2LOGIT_FUZZ_DRAWS=60 RAW2LOGIT_FUZZ_SEED=7 .venv/bin/python -m pytest tests/runner/test_fuzz.py
+    RAW2LOGIT_FUZZ_DRAWS=60 RAW2LOGIT_FUZZ_SEED=7 .venv/bin/python -m pytest tests/cli/test_fuzz.py
 
 Defects found and not yet fixed go in ``KNOWN_DEFECTS`` (the draws avoid them; none is open now);
 the ones found and fixed are replayed by ``test_fixed_defects_stay_fixed``.
@@ -51,7 +51,7 @@ import pytest
 
 from raw2logit import config as schema
 from raw2logit.names import BAYER_PATTERNS, DATA_MODEL_TARGETS, THETA_GROUPS
-from tests.runner.conftest import CONF, ROOT, compose_config
+from tests.cli.conftest import CONF, ROOT, compose_config
 
 SEED = int(os.environ.get("RAW2LOGIT_FUZZ_SEED", "0"))
 DRAWS = int(os.environ.get("RAW2LOGIT_FUZZ_DRAWS", "12"))  # in-process draws of the default run

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from raw2logit.errors import InputError
-from tests.runner.conftest import ROOT, TINY, compose_config, run_cli
+from tests.cli.conftest import ROOT, TINY, compose_config, run_cli
 
 SYNTHESIS = [
     "synthesis.train=[bi_s_me,ma_u_ga]",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from raw2logit.runtime import idle_threads_sleep
-from tests.runner.conftest import ROOT
+from tests.cli.conftest import ROOT
 
 PROBE = (
     "import os; from raw2logit.runtime import idle_threads_sleep; took = idle_threads_sleep(); import torch; "

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.runner.conftest import CONF, compose_config
+from tests.cli.conftest import CONF, compose_config
 
 
 def options(group: str) -> list[str]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from raw2logit.errors import InputError
-from tests.runner.conftest import ROOT, TINY, run_cli
+from tests.cli.conftest import ROOT, TINY, run_cli
 
 SMALL = ["synthesis.train=[bi_s_me,me_u_ga]", "synthesis.test=[bi_s_me,ma_s_ga,me_u_ga]",
          "synthesis.corruptions=[gaussian_noise,contrast]"]  # fmt: skip
