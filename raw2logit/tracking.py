@@ -111,9 +111,11 @@ class Tracker:
 
     @property
     def ui_command(self) -> str:
+        # MLflow 3 opens experiments on its GenAI side unless the address asks for model training.
+        page = f"#/experiments/{self._experiment_id}/runs?workflowType=machine_learning"
         if self.local:
-            return f"mlflow ui --backend-store-uri {self.uri}"
-        return f"mlflow ui --backend-store-uri {self.uri}  (or open the server's own UI)"
+            return f"mlflow ui --backend-store-uri {self.uri}\n  then open http://127.0.0.1:5000/{page}"
+        return f"mlflow ui --backend-store-uri {self.uri}  (or open the server's own UI at <server>/{page})"
 
     # -- runs -----------------------------------------------------------------------------
     def _safely(self, action: str, fn, *args, **kwargs):

@@ -131,21 +131,18 @@ class DriftModule(pl.LightningModule):
         self.log(
             "train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x), sync_dist=True
         )
+        # The metric object itself: Lightning computes it at the epoch's end, before the callbacks'
+        # on_train_epoch_end (the progress line shows this epoch's value), and resets it.
+        self.log(f"train_{self.task.metric_name}", self.train_metric, on_step=False, on_epoch=True,
+                 batch_size=len(x))  # fmt: skip
         return loss
-
-    def on_train_epoch_end(self):
-        self.log(f"train_{self.task.metric_name}", self.train_metric.compute(), sync_dist=True)
-        self.train_metric.reset()
 
     def validation_step(self, batch, batch_index):
         x, target = batch
         logits = self.logits(self.views(x), target)
         self.log("val_loss", self.loss_fn(logits, target), on_epoch=True, batch_size=len(x), sync_dist=True)
         self.val_metric.update(self.task.predictions(logits), target)
-
-    def on_validation_epoch_end(self):
-        self.log(f"val_{self.task.metric_name}", self.val_metric.compute(), sync_dist=True)
-        self.val_metric.reset()
+        self.log(f"val_{self.task.metric_name}", self.val_metric, on_epoch=True, batch_size=len(x))
 
     def on_train_end(self):
         recalibrate_batchnorm(self, self.trainer.train_dataloader)

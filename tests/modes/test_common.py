@@ -121,6 +121,17 @@ def test_forensics_from_a_logged_model_uri_records_it(
         assert searched.data.params["task_model_source"] == source
 
 
+def test_forensics_task_model_charts_its_held_out_fold(run_mode, tmp_path, mlflow_isolation):
+    """The task model forensics trains for itself charts what a synthesis cell charts: per epoch the
+    training and held-out metric, in its own run below the forensics run."""
+    with mlflow_isolation():
+        run = run_mode(tmp_path, "mode=forensics", "forensics.epochs=1", tracking=True)
+    client, _, runs = runs_of(run.outputs)
+    (trained,) = [r for r in runs if r.info.run_name.startswith("task model")]
+    for key in ("train_accuracy", "val_accuracy", "val_loss", "train_loss_epoch"):
+        assert len(client.get_metric_history(trained.info.run_id, key)) == run.cfg.epochs, key
+
+
 def test_a_failed_run_records_its_reason(run_mode, tmp_path, mlflow_isolation):
     from raw2logit.errors import InputError
 

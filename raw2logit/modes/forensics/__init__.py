@@ -63,9 +63,12 @@ def checkpoint_from_run(ctx: Context, source: str) -> Path:
         ) from None
 
 
-def train_task_model(ctx: Context, data_model, raw, train_index, fold: int, path: Path, parent) -> Path:
+def train_task_model(
+    ctx: Context, data_model, raw, train_index, test_index, fold: int, path: Path, parent
+) -> Path:
     """Train a task model on the data model's views (at its initial θ) of a training fold, in its own
-    MLflow run below ``parent`` (logged live; the model ends it as an MLflow model)."""
+    MLflow run below ``parent`` (logged live, with the held-out fold's metric after every epoch; the
+    model ends it as an MLflow model)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -75,13 +78,13 @@ def train_task_model(ctx: Context, data_model, raw, train_index, fold: int, path
     cfg, dataset, tracker = ctx.cfg, ctx.dataset, ctx.tracker
     log(f"training the task model on {data_model.variant} views of fold {fold} ({len(train_index)} images)")
     with torch.no_grad():
-        views = torch.cat([data_model(raw[train_index[i : i + 64]].to(device(cfg))).cpu()
-                           for i in range(0, len(train_index), 64)])  # fmt: skip
+        views, held_out = (torch.cat([data_model(raw[index[i : i + 64]].to(device(cfg))).cpu()
+                                      for i in range(0, len(index), 64)]) for index in (train_index, test_index))  # fmt: skip
     with tracker.run(f"task model {data_model.variant} fold {fold}", {"fold": fold}, parent=parent,
                      tags={"raw2logit.train_pipeline": data_model.variant, "raw2logit.fold": str(fold)}) as run_id:  # fmt: skip
         module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg, tracker), views,
                             dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model",
-                            run_id=run_id)  # fmt: skip
+                            validation=(held_out, dataset.targets[test_index]), run_id=run_id)  # fmt: skip
         metadata = {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "pipeline": data_model.variant,
                     "fold": fold, "task": dataset.task, "num_classes": dataset.num_classes}  # fmt: skip
         save_task_model(module.task_model, module.normalise.as_dict(), path, metadata)
@@ -143,7 +146,7 @@ def run(ctx: Context) -> dict:
         if checkpoint is None:
             with file_lock(trained.with_suffix(".lock")):  # parallel λ jobs train it once
                 if not trained.exists():
-                    train_task_model(ctx, data_model, raw, train_index, fold, trained, run_id)
+                    train_task_model(ctx, data_model, raw, train_index, test_index, fold, trained, run_id)
             checkpoint = load_task_checkpoint(trained, dataset)
         task_model, normalisation, info = checkpoint
         ctx.tracker.log_params(run_id, {"task_model_source": str(options.from_run or source or trained)})
