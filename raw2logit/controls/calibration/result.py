@@ -1,0 +1,158 @@
+"""The result of a calibration: the fitted data model, its figures, and the files it is written to."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raw2logit.data.files import write_json_atomic
+from raw2logit.isp.camera import CameraParams
+from raw2logit.isp.parametrized import ParametrizedPipeline
+
+RESIDUAL_GAIN = 10  # |fitted - target| is shown this many times brighter in residuals.png
+
+
+def effective_colour_matrix(pipeline: ParametrizedPipeline) -> np.ndarray:
+    """``M @ diag(wb)``: the white balance and colour matrix as one (3, 3) map, which the data determine."""
+    matrix = pipeline.colour_matrix.detach().double().cpu().numpy()
+    gains = pipeline.white_balance.detach().double().cpu().numpy()
+    return matrix * gains[None, :]
+
+
+@dataclass
+class CalibrationResult:
+    """A fitted device data model and how well it reproduces the device.
+
+    Attributes:
+        variant: the chosen static variant, e.g. ``"ma_u_me"``.
+        pipeline: the fitted ``ParametrizedPipeline`` (its camera holds the fitted black level,
+            white balance and colour matrix; θ holds every group).
+        variants: per candidate variant, after fitting its colour parameters: ``train_loss``
+            (8-bit steps), ``heldout_psnr`` (dB), ``heldout_delta_e`` (CIEDE2000).
+        psnr, delta_e: the final model's held-out PSNR (dB) and mean ΔE.
+        initial_psnr, initial_delta_e: the same for the chosen variant at the initial camera parameters.
+        train_loss: the final model's loss on the training pairs.
+        train_names, heldout_names: the pairs used for fitting and for the metrics (if nothing is
+            held out, the metrics are computed on the training pairs; ``evaluated_on`` says which).
+        examples: up to three (name, target, fitted) evaluation images (H, W, 3) for the figure.
+        initial_camera: the camera parameters the fit started from.
+        settings: the fit's arguments (steps, lr, seed, ...).
+    """
+
+    variant: str
+    pipeline: ParametrizedPipeline
+    variants: dict[str, dict[str, float]]
+    psnr: float
+    delta_e: float
+    initial_psnr: float
+    initial_delta_e: float
+    train_loss: float
+    train_names: list[str]
+    heldout_names: list[str]
+    evaluated_on: str
+    examples: list[tuple[str, np.ndarray, np.ndarray]]
+    initial_camera: CameraParams
+    settings: dict[str, object]
+
+    @property
+    def camera(self) -> CameraParams:
+        """The fitted camera parameters (black level, white balance, colour matrix)."""
+        return self.pipeline.camera
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "variant": self.variant,
+            "tone_curve": self.pipeline.tone_curve,
+            "metrics": {
+                "psnr": self.psnr,
+                "delta_e": self.delta_e,
+                "initial_psnr": self.initial_psnr,
+                "initial_delta_e": self.initial_delta_e,
+                "train_loss": self.train_loss,
+                "evaluated_on": self.evaluated_on,
+            },
+            "variants": self.variants,
+            "theta": self.pipeline.theta_dict(),
+            "effective_colour_matrix": effective_colour_matrix(self.pipeline).tolist(),
+            "camera": self.pipeline.camera.to_dict(),
+            "initial_camera": self.initial_camera.to_dict(),
+            "train_pairs": self.train_names,
+            "heldout_pairs": self.heldout_names,
+            "settings": self.settings,
+        }
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``fit.json``, ``variants.csv``, ``residuals.png`` and ``pipeline.json`` into ``folder``.
+
+        ``pipeline.json`` is ``ParametrizedPipeline.save_theta_json``'s file: pass it as
+        ``calibrated:<path>`` to ``raw2logit.isp.specs.build_data_model``.
+
+        Returns:
+            artifact name -> path.
+        """
+        directory = Path(folder)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "fit": directory / "fit.json",
+            "variants": directory / "variants.csv",
+            "residuals": directory / "residuals.png",
+            "pipeline": directory / "pipeline.json",
+        }
+        write_json_atomic(paths["fit"], _json_ready(self.summary()))
+        with paths["variants"].open("w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["variant", "train_loss", "heldout_psnr", "heldout_delta_e", "chosen"])
+            for name, row in self.variants.items():
+                writer.writerow(
+                    [
+                        name,
+                        row["train_loss"],
+                        row["heldout_psnr"],
+                        row["heldout_delta_e"],
+                        int(name == self.variant),
+                    ]
+                )
+        residual_figure(self.examples, f"{self.variant}, {self.evaluated_on} pairs", paths["residuals"])
+        self.pipeline.save_theta_json(paths["pipeline"])
+        return paths
+
+
+def _json_ready(value):
+    """Non-finite floats as strings (strict JSON has no Infinity/NaN)."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def residual_figure(examples: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+    """Target, fitted view and ``RESIDUAL_GAIN`` x |difference| for each example (H, W, 3) pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        max(len(examples), 1), 3, figsize=(8, 2.6 * max(len(examples), 1)), squeeze=False
+    )
+    for row, (name, target, fitted) in enumerate(examples):
+        panels = (target, fitted, np.clip(RESIDUAL_GAIN * np.abs(fitted - target), 0, 1))
+        labels = (f"{name}: device", "fitted data model", f"|difference| x {RESIDUAL_GAIN}")
+        for ax, image, label in zip(axes[row], panels, labels):
+            ax.imshow(np.clip(image, 0, 1))
+            ax.set_title(label, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
