@@ -122,8 +122,8 @@ SPEC: dict[str, Values] = {
         either=("[bi_s_me,bi_s_me]", "[calibrated:{theta}]"),
     ),
     "synthesis.test": Values(
-        ("[bi_s_me]", "[bi_s_me,me_s_ga]", "ma_u_ga", "all", "[bi_s_me,calibrated:{theta}]"),
-        PIPELINES_WRONG,
+        ("[bi_s_me]", "[bi_s_me,me_s_ga]", "ma_u_ga", "all", "[bi_s_me,calibrated:{theta}]", "[libraw:AHD]"),
+        (*PIPELINES_WRONG, "[libraw:FANCY]", "[all+libraw,bi_s_me]", "libraw:"),
         ("calibrated:{missing}", "[bi_s_me,calibrated:{garbage_json}]", "[calibrated:{nan_theta}]"),
         either=("[ma_u_ga,ma_u_ga]",),
     ),
@@ -133,7 +133,12 @@ SPEC: dict[str, Values] = {
         ("[nope]", "nope", "[contrast,nope]", "1", "nan", "true", "[[contrast]]", "''", "${nope}"),
     ),
     "synthesis.save_models": BOOLEAN,
-    "forensics.target": names(("all", *THETA_GROUPS), "saturation", "ALL", "[]"),
+    # curve acts only with data_model=parametrized data_model.tone_curve=curve (refused in one sentence otherwise)
+    "forensics.target": Values(
+        ("all", *(g for g in THETA_GROUPS if g != "curve")),
+        ("saturation", "ALL", "[]", "[all]", *NAME_WRONG),
+        either=("curve",),
+    ),  # fmt: skip
     "forensics.regularizer": names(("l2", "ssim"), "l1"),
     "forensics.epochs": integer(("1", "2"), 1),
     "forensics.lr": number(("0.002", "0.1"), low_open=True, either=("1e6", "1e30")),
@@ -147,7 +152,10 @@ SPEC: dict[str, Values] = {
         ("[bi_s_me]", "[me_s_ga,bi_u_ga]", "me_u_me", "all"),
         ("calibrated:{theta}", "[bi_s_me,calibrated:{theta}]", *PIPELINES_WRONG),
     ),
-    "calibrate.tone_curve": names(("power", "srgb"), "gamma"),
+    "calibrate.tone_curve": names(("power", "srgb", "curve"), "gamma"),
+    "calibrate.white_balance_first": Values(
+        ("null", "true", "false"), tuple(v for v in BOOL_WRONG if v != "null")
+    ),
     "calibrate.steps": integer(("0", "1", "3"), 0),
     "calibrate.lr": number(("0.01",), low_open=True, either=("1e6", "1e30")),
     "calibrate.holdout": number(("0.25", "0.5"), low_open=True, high=1, either=("1",)),
@@ -183,6 +191,8 @@ SPEC: dict[str, Values] = {
         either=("{theta}",),
     ),
     "data_model.backend": names(("torch",), "jax", long=("numpy",)),
+    # gamma (forensics.target) acts only with the power curve: curve may be refused in one sentence
+    "data_model.tone_curve": Values(("power",), ("gamma", "[power]", *NAME_WRONG), either=("curve", "srgb")),
     "data_model.width": integer(("4", "16"), 1),
     "task_model.width": integer(("4", "8"), 1),
     "task_model.encoder": Values((), ("''", "[]")),  # unetpp only

@@ -186,6 +186,37 @@ def test_calibrated_pipeline_as_a_test_column(run_mode):
         )
 
 
+def test_libraw_columns_are_computed_once_and_reported_apart(run_mode):
+    """Issue 15: LibRaw's processing as drift, beside the data models; its views are cached like theirs."""
+    pytest.importorskip("rawpy")
+    overrides = ["synthesis.train=[bi_s_me]", "synthesis.test=[bi_s_me,libraw:ahd,libraw:LINEAR]",
+                 "synthesis.corruptions=none"]  # fmt: skip
+    summary, run_dir = run_mode(overrides, "libraw")
+    matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.columns) == ["bi_s_me", "libraw:AHD", "libraw:LINEAR"]
+    assert summary["libraw"]["algorithms"] == ["libraw:AHD", "libraw:LINEAR"]
+    assert summary["libraw"]["test"] == pytest.approx(
+        matrix.loc["bi_s_me", ["libraw:AHD", "libraw:LINEAR"]].mean()
+    )
+    assert summary["isp"]["test"] is None  # the data models' own drift leaves LibRaw out
+    cache = run_dir.parent / "outputs" / "cache" / "views"
+    cached = sorted(p.name for p in cache.rglob("libraw-*.npy"))
+    assert len(cached) == 2 and cached[0].startswith("libraw-AHD-")
+    stamps = [p.stat().st_mtime_ns for p in sorted(cache.rglob("libraw-*.npy"))]
+    run_mode([*overrides[:1], "synthesis.test=[libraw:LINEAR]", "synthesis.corruptions=none"], "again")
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("libraw-*.npy"))] == stamps  # not recomputed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("[libraw:FANCY]", r"synthesis\.test must be 'all' or a non-empty list .*libraw:<algorithm> with one of AHD"),
+     ("[all+libraw,bi_s_me]", r"synthesis\.test must be .* or 'all\+libraw' alone; got \['all\+libraw', 'bi_s_me'\]")],
+)  # fmt: skip
+def test_bad_libraw_names_are_one_sentence(run_mode, value, message):
+    with pytest.raises(InputError, match=message):
+        run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test={value}", "synthesis.corruptions=none"])
+
+
 def test_numpy_backend_runs_the_reference(run_mode):
     """data_model.backend=numpy computes the views with the numpy oracle (colour-demosaicing, scipy, skimage)."""
     summary, run_dir = run_mode(["data_model.backend=numpy", "synthesis.train=[ma_u_ga]", "synthesis.test=[ma_u_ga]",

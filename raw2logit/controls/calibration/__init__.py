@@ -29,8 +29,9 @@ is determined by the data (``effective_colour_matrix``); likewise the sharpen an
 kernels act in series on the luma, so only their combination is determined.
 """
 
-from raw2logit.controls.calibration.fit import calibration_loss, fit
+from raw2logit.controls.calibration.fit import fit
 from raw2logit.controls.calibration.metrics import image_metrics
+from raw2logit.controls.calibration.optimise import calibration_loss
 from raw2logit.controls.calibration.pairs import CalibrationPairs, read_pairs
 from raw2logit.controls.calibration.result import CalibrationResult, effective_colour_matrix, residual_figure
 from raw2logit.controls.calibration.simulate import quantise, simulate_pairs

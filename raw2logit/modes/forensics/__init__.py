@@ -120,7 +120,8 @@ def run(ctx: Context) -> dict:
 
     def fresh_data_model():
         return parametrized_data_model(dataset.camera, options_dm.get("theta"),
-                                       bool(options_dm.get("normalize_output", False)))  # fmt: skip
+                                       bool(options_dm.get("normalize_output", False)),
+                                       options_dm.get("tone_curve", "power"))  # fmt: skip
 
     with mode_run(ctx, f"forensics λ={lam:g} {options.target}", results) as run_id:
         data_model = fresh_data_model().to(device(cfg))

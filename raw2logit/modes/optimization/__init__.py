@@ -36,9 +36,8 @@ def data_model_factory(cfg, dataset):
 
     def make():
         if options.kind == "parametrized":
-            model = parametrized_data_model(
-                camera, options.get("theta"), bool(options.get("normalize_output", False))
-            )
+            model = parametrized_data_model(camera, options.get("theta"), bool(options.get("normalize_output", False)),
+                                            options.get("tone_curve", "power"))  # fmt: skip
             return model.set_trainable("all" if options.learn else [])
         if options.kind == "raw":
             return RawPacking(camera.pattern)
@@ -131,7 +130,8 @@ def run(ctx: Context) -> dict:
             (folder / "theta.json").write_text(first.read_text())
             # Sample views: the data model at its initial θ (frozen) against the learned one.
             initial = functools.partial(parametrized_data_model, dataset.camera, cfg.data_model.get("theta"),
-                                        bool(cfg.data_model.get("normalize_output", False)))  # fmt: skip
+                                        bool(cfg.data_model.get("normalize_output", False)),
+                                        cfg.data_model.get("tone_curve", "power"))  # fmt: skip
             shown = initial().load_theta(json.loads(first.read_text())["theta"]).eval()
             with torch.no_grad():
                 frozen_views, learned_views = initial().eval()(sample).numpy(), shown(sample).numpy()
