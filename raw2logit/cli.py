@@ -69,32 +69,41 @@ def check_machine(cfg: DictConfig) -> None:
 def _main(cfg: DictConfig):
     from raw2logit import modes
     from raw2logit.config import check_config
-    from raw2logit.modes.common import Context, build_dataset, log
-    from raw2logit.runtime import keep_freed_memory, offline_libraries
+    from raw2logit.modes.common import Context, build_dataset, build_tracker, log
+    from raw2logit.runtime import console_log, keep_freed_memory, offline_libraries
     from raw2logit.sweeps import PARENT_ENV
-    from raw2logit.tracking import Tracker
 
     check_config(cfg)
     offline_libraries()
+    check_machine(cfg)
     directory = check_writable(run_dir(cfg), "hydra.run.dir")
     check_writable(Path(cfg.paths.outputs), "paths.outputs")
-    keep_freed_memory()
-    _quiet_libraries()
-    check_machine(cfg)
-    tracker = Tracker(
-        cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.outputs, cfg.tracking.enabled, log
-    ).connect()
-    log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
-    if tracker.enabled:
-        log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
-    mode = modes.get(cfg.mode)
-    dataset = None
-    if modes.uses_dataset(mode, cfg):
-        dataset = build_dataset(cfg)
-        log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
-            f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
-            f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
-    return mode.run(Context(cfg, directory, dataset, tracker, os.environ.get(PARENT_ENV)))
+    with console_log(directory / "run.log"):  # the job's console output, kept beside its results
+        keep_freed_memory()
+        _quiet_libraries()
+        tracker = build_tracker(cfg)
+        log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
+        if tracker.enabled:
+            log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
+        mode = modes.get(cfg.mode)
+        dataset = None
+        if modes.uses_dataset(mode, cfg):
+            dataset = build_dataset(cfg)
+            log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
+                f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
+                f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
+        return mode.run(Context(cfg, directory, dataset, tracker, os.environ.get(PARENT_ENV)))
+
+
+def _append_to_run_log(cfg: DictConfig, line: str) -> None:
+    """The run's last word, in its job log too (when the run got as far as starting one)."""
+    try:
+        log = run_dir(cfg) / "run.log"
+        if log.exists():
+            with log.open("a", encoding="utf-8") as stream:
+                stream.write(line + "\n")
+    except (OSError, ValueError):
+        pass
 
 
 def _discard_empty_run_dir(cfg: DictConfig) -> None:
@@ -122,6 +131,7 @@ def main(cfg: DictConfig):
             raise
         _discard_empty_run_dir(cfg)
         print(f"error: {error}", file=sys.stderr, flush=True)
+        _append_to_run_log(cfg, f"error: {error}")
         sys.exit(2)
     except (KeyboardInterrupt, SystemExit) as error:
         if isinstance(error, SystemExit) and not interrupted():

@@ -23,7 +23,7 @@ from raw2logit.names import (
     BAYER_PATTERNS,
     CALIBRATED_PREFIX,
     CORRUPTION_NAMES,
-    DATA_MODEL_KINDS,
+    DATA_MODEL_TARGETS,
     LIBRAW_ALGORITHMS,
     LIBRAW_PREFIX,
     MODES,
@@ -174,6 +174,7 @@ TOP_LEVEL = {
     "lr": number(0, low_open=True),
     "lambda": number(0),
     "augment": boolean,
+    "resume": one_of(("auto", "never")),
 }
 MODE_OPTIONS = {
     "synthesis": {
@@ -223,7 +224,7 @@ DATASET = {
     "normalisation": normalisation,
 }
 TASK_MODEL = {
-    "width": integer(1),
+    "width": optional(integer(1)),  # null: the family's default width
     "encoder": text,
     "pretrained": boolean,
     "weights_path": optional(text),
@@ -240,7 +241,7 @@ TRAINER = {
     ),
 }
 DATA_MODEL = {
-    "kind": one_of(DATA_MODEL_KINDS),
+    "_target_": one_of(tuple(DATA_MODEL_TARGETS.values())),
     "learn": boolean,
     "lr": number(0, low_open=True),
     "normalize_output": boolean,
@@ -249,7 +250,7 @@ DATA_MODEL = {
     "backend": one_of(("torch", "numpy")),
     "width": integer(1),
 }
-TRACKING = {"enabled": boolean, "uri": optional(text), "experiment": text}
+TRACKING = {"enabled": boolean, "uri": optional(text), "experiment": text, "system_metrics": boolean}
 
 
 def _check_group(cfg: DictConfig, prefix: str, schema: dict) -> None:
@@ -314,11 +315,17 @@ def _check(cfg: DictConfig) -> None:
             and acting[cfg.forensics.target] != tone):  # fmt: skip
         raise InputError(f"forensics.target={cfg.forensics.target} does not act with the tone curve {tone}; use "
                          f"data_model=parametrized data_model.tone_curve={acting[cfg.forensics.target]}.")  # fmt: skip
-    synthesis_mode = cfg.mode == "synthesis"
-    if synthesis_mode and cfg.data_model.kind != "static":
+    needs = {
+        "synthesis": ("static",),
+        "forensics": ("parametrized",),
+        "optimization": ("parametrized", "raw", "nn"),
+    }
+    data_model = next(
+        name for name, target in DATA_MODEL_TARGETS.items() if target == cfg.data_model._target_
+    )
+    if cfg.mode in needs and data_model not in needs[cfg.mode]:
+        what = {"synthesis": "trains on the static pipelines' views", "forensics": "searches θ of the parametrized "
+                "data model", "optimization": "trains a data model inside the training step"}[cfg.mode]  # fmt: skip
         raise InputError(
-            f"mode=synthesis trains on the static pipelines; use data_model=static (got {cfg.data_model.kind})."
+            f"mode={cfg.mode} {what}; use data_model={' or '.join(needs[cfg.mode])} (got {data_model})."
         )
-    if cfg.mode == "optimization" and cfg.data_model.kind == "static":
-        raise InputError("mode=optimization trains with a data model in the step; use data_model=parametrized, "
-                         "raw or nn (got static).")  # fmt: skip

@@ -58,7 +58,13 @@ THETA_GROUPS = (
 )
 # power: the paper's x^(1/γ); srgb: the sRGB curve of device JPEGs; curve: monotone, per channel, learnable knots.
 TONE_CURVES = ("power", "srgb", "curve")
-DATA_MODEL_KINDS = ("static", "parametrized", "raw", "nn")
+# The options of the data_model config group and the class each builds (raw2logit.isp.specs).
+DATA_MODEL_TARGETS = {
+    "static": "raw2logit.isp.specs.StaticViews",
+    "parametrized": "raw2logit.isp.specs.Parametrized",
+    "raw": "raw2logit.isp.specs.PackedRaw",
+    "nn": "raw2logit.isp.specs.LearnedUNet",
+}
 REGULARIZERS = ("l2", "ssim")
 CORRUPTION_NAMES = (
     "gaussian_noise",

@@ -41,15 +41,18 @@ def git_commit() -> str | None:
 
 
 @functools.cache
-def source_hash() -> str:
-    """A hash of the package's own source files: the code version that keys resumable results.
+def source_hash(package: Path | None = None) -> str:
+    """A hash of the package's own source (its ``.py`` files and templates): the code version that
+    keys resumable results.
 
     It changes with any edit, committed or not (a git commit alone would miss uncommitted edits), so
     results computed by other code are never reused silently.
     """
-    package = Path(__file__).resolve().parent
+    package = package or Path(__file__).resolve().parent
     digest = hashlib.sha1()
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted(
+        p for p in package.rglob("*") if p.suffix in (".py", ".j2") and "__pycache__" not in p.parts
+    ):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -83,3 +83,38 @@ def offline_libraries() -> None:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+class _Tee:
+    """A text stream that writes to the console and to the run's log file."""
+
+    def __init__(self, console, log):
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.log.flush()
+        return self.console.write(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+
+    def isatty(self) -> bool:  # Lightning's progress bar asks: it draws only on a terminal
+        return self.console.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.console, name)
+
+
+@contextmanager
+def console_log(path):
+    """Everything printed in the block (stdout and stderr) is also appended to ``path``: the job log
+    beside the run's results."""
+    log = open(path, "a", encoding="utf-8")
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        log.close()

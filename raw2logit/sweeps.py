@@ -9,6 +9,7 @@ mode defines over all jobs (synthesis: the matrix).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -23,37 +24,42 @@ class SweepReport(Callback):
         self.run_id = None
 
     def _tracker(self, config: DictConfig):
-        from raw2logit.tracking import Tracker
+        from raw2logit.modes.common import build_tracker
 
         if self.tracker is None:
-            self.tracker = Tracker(config.tracking.uri, config.tracking.experiment, config.paths.outputs,
-                                   config.tracking.enabled, print)  # fmt: skip
             try:
-                self.tracker.connect()
+                self.tracker = build_tracker(config, print)
             except ValueError as error:
+                from raw2logit.tracking import Tracker
+
                 print(f"warning: {error}")
-                self.tracker.enabled = False
+                self.tracker = Tracker(enabled=False)
         return self.tracker
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """The sweep's MLflow run, holding what is swept (each override as a param): its jobs' runs
+        hang below it, those that reuse earlier results included (each job is a run of its own)."""
         tracker = self._tracker(config)
-        self.run_id = tracker.start(
-            f"{config.mode} sweep {config.dataset.name}", {"sweep_dir": config.hydra.sweep.dir}
-        )
+        swept = {}
+        for override in config.hydra.overrides.task:
+            key, _, value = str(override).partition("=")
+            swept[f"sweep.{key.lstrip('+~')}"] = value
+        self.run_id = tracker.start(f"{config.mode} sweep {config.dataset.name}",
+                                    {"sweep_dir": config.hydra.sweep.dir, **swept}, tags={"raw2logit.sweep": "true"})  # fmt: skip
         if self.run_id:
             os.environ[PARENT_ENV] = self.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         tracker = self._tracker(config)
-        status = "FINISHED"
         try:
             assemble_sweep(config, sweep_dir, tracker, self.run_id)
-        except Exception:
-            status = "FAILED"
+        except Exception as error:
+            tracker.fail(self.run_id, error)
             raise
+        else:
+            tracker.end(self.run_id, "FINISHED")
         finally:
-            tracker.end(self.run_id, status)
             os.environ.pop(PARENT_ENV, None)
 
 
@@ -78,4 +84,23 @@ def assemble_sweep(config: DictConfig, sweep_dir: Path, tracker=None, run_id=Non
         tracker.log_artifacts(run_id, sweep_dir / mode.FOLDER, mode.FOLDER)
         tracker.log_artifact(run_id, sweep_dir / "summary.json")
         tracker.log_artifact(run_id, report)
+        tracker.log_metrics(run_id, sweep_metrics(summary))
     return summary
+
+
+def sweep_metrics(summary: dict) -> dict:
+    """A sweep's headline numbers as metrics of its run: the forensic sensitivity per θ group, the
+    synthesis changes under drift, the optimization settings' Table 2 means."""
+    metrics = {f"sensitivity.{group}": value for group, value in summary.get("sensitivity", {}).items()}
+    for key in ("isp", "corruptions"):
+        part = summary.get(key) or {}
+        metrics.update({f"{key}_{k}": v for k, v in part.items() if k in ("train", "test", "change")})
+    metrics.update(
+        {f"table2.{setting}": entry["mean"] for setting, entry in summary.get("table2", {}).items()}
+    )
+    # MLflow's metric names: letters, digits, _ - . / space and colon (a setting reads "learned (I=1)").
+    return {
+        re.sub(r"[^\w\-./ :]", "_", key): value
+        for key, value in metrics.items()
+        if isinstance(value, (int, float))
+    }

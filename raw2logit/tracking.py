@@ -2,8 +2,10 @@
 
 Every mode writes its files first and logs them afterwards, so a run that loses its tracking
 server keeps everything it computed: logging errors after the start-up check become warnings.
-Runs are addressed by id through ``MlflowClient`` (no global active run), which lets a resumed
-run continue its MLflow run and lets multirun jobs hang their runs under one sweep run.
+Runs are addressed by id through ``MlflowClient`` (no global active run), which lets multirun jobs
+hang their runs under one sweep run and trainings hang theirs under the mode's run. Every run
+carries the tags that find it (mode, dataset, data model, task model, source and code version);
+a failed run carries its one-sentence reason.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from raw2logit.errors import InputError
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow 3 opens an experiment on its GenAI overview unless told it holds model development runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def default_uri(outputs: str | Path = "outputs") -> str:
@@ -33,11 +37,19 @@ class Tracker:
         outputs: folder of the local store.
         enabled: False turns every call into a no-op (files are still written by the modes).
         log: printer for messages.
+        tags: tags of every run (e.g. mode, dataset, data model, task model).
+        system_metrics: sample CPU, memory and GPU use into each run started with ``run`` (MLflow's
+            system metrics monitor).
     """
 
     def __init__(self, uri: str | None = None, experiment: str = "raw2logit", outputs: str | Path = "outputs",
-                 enabled: bool = True, log=print):  # fmt: skip
+                 enabled: bool = True, log=print, tags: dict | None = None,
+                 system_metrics: bool = False):  # fmt: skip
         self.enabled = enabled
+        self.tags = {**source_tags(), **{k: str(v) for k, v in (tags or {}).items()}}  # on every run
+        self.system_metrics = system_metrics
+        self.system_metrics_interval = 10.0  # seconds between samples
+        self._monitors: dict[str, object] = {}
         self.log = log
         self.outputs = Path(outputs).resolve()
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(self.outputs)
@@ -84,10 +96,13 @@ class Tracker:
             if experiment is None:
                 location = (self.outputs / "mlartifacts").as_uri() if self.local else None
                 self._experiment_id = self._client.create_experiment(
-                    self.experiment, artifact_location=location
+                    self.experiment, artifact_location=location, tags=EXPERIMENT_KIND
                 )
             else:
                 self._experiment_id = experiment.experiment_id
+                for key, value in EXPERIMENT_KIND.items():
+                    if experiment.tags.get(key) != value:
+                        self._client.set_experiment_tag(self._experiment_id, key, value)
         except Exception as error:  # any failure here means the store cannot be used
             raise InputError(
                 f"The MLflow tracking store {self.uri} is not reachable ({type(error).__name__}); "
@@ -118,7 +133,7 @@ class Tracker:
         """Create a run; returns its id (None when tracking is off or the store failed)."""
 
         def create():
-            all_tags = dict(tags or {})
+            all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
             if parent:
                 all_tags["mlflow.parentRunId"] = parent
             run = self._client.create_run(self._experiment_id, run_name=name, tags=all_tags)
@@ -160,20 +175,124 @@ class Tracker:
         run = self._safely("get_run", self._client.get_run, run_id) if run_id else None
         return run.info.status if run else None
 
+    def discard(self, run_id) -> None:
+        """Move a run to MLflow's trash (``mlflow gc`` removes it for good; the UI can restore it)."""
+        if run_id:
+            self._safely("delete_run", self._client.delete_run, run_id)
+
     def has_metrics(self, run_id) -> bool:
         run = self._safely("get_run", self._client.get_run, run_id) if run_id else None
         return bool(run and run.data.metrics)
 
+    def set_tags(self, run_id, tags: dict) -> None:
+        if run_id:
+            for key, value in tags.items():
+                self._safely("set_tag", self._client.set_tag, run_id, key, str(value)[:5000])
+
+    def fail(self, run_id, error: BaseException) -> None:
+        """End ``run_id`` FAILED with its reason: the one sentence of bad input, else the exception."""
+        reason = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+        self.set_tags(run_id, {"raw2logit.error": reason, "mlflow.note.content": f"Failed: {reason}"})
+        self.end(run_id, "FAILED")
+
     @contextmanager
     def run(self, name: str, params: dict | None = None, parent: str | None = None, tags: dict | None = None):
-        """A run that ends FINISHED, or FAILED if its block raises (KILLED on interruption)."""
+        """A run that ends FINISHED, or FAILED with its reason if its block raises (KILLED on
+        interruption); with ``system_metrics``, CPU/memory/GPU use is sampled into it meanwhile."""
         from raw2logit.runtime import interrupted
 
         run_id = self.start(name, params, tags=tags, parent=parent)
+        monitor = self._monitor(run_id)
         try:
             yield run_id
         except BaseException as error:
             killed = isinstance(error, KeyboardInterrupt) or interrupted()
-            self.end(run_id, "KILLED" if killed else "FAILED")
+            if monitor is not None:
+                monitor.finish()
+            if killed:
+                self.end(run_id, "KILLED")
+            else:
+                self.fail(run_id, error)
             raise
+        if monitor is not None:
+            monitor.finish()
         self.end(run_id, "FINISHED")
+
+    def _monitor(self, run_id):
+        if not (self.system_metrics and self.enabled and run_id):
+            return None
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            run_id,
+            sampling_interval=self.system_metrics_interval,
+            samples_before_logging=1,
+            tracking_uri=self.uri,
+        )
+        self._safely("system metrics", monitor.start)
+        return monitor
+
+    # -- models ---------------------------------------------------------------------------
+    @contextmanager
+    def _fluent(self):
+        """MLflow's module-level functions (``mlflow.pytorch.log_model``) pointed at this store for the
+        block, and pointed back afterwards (they read a process-wide tracking URI)."""
+        import mlflow
+
+        previous, variable = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            yield mlflow
+        finally:
+            mlflow.set_tracking_uri(previous)
+            if variable is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = variable
+
+    def log_model(
+        self, run_id, task_model, example, checkpoint: Path, name: str = "task_model"
+    ) -> str | None:
+        """Log ``task_model`` as an MLflow model of run ``run_id`` (signature and input example from
+        ``example``, a (1, C, H, W) tensor; the weights-only ``checkpoint`` inside it, which is what
+        raw2logit reads back), and end the run FINISHED. Returns the model's ``models:/`` URI.
+
+        The model is saved in MLflow's pickle format: loading it with ``mlflow.pytorch.load_model``
+        unpickles, which is fine for the user's own store; raw2logit itself only ever reads the
+        checkpoint (``forensics.from_run`` accepts ``models:/`` URIs that way).
+        """
+        if not (self.enabled and run_id):
+            return None
+
+        def log():
+            import torch
+            from mlflow.models import infer_signature
+
+            with torch.no_grad():
+                output = task_model.eval()(example)
+            signature = infer_signature(example.numpy(), output.numpy())
+            with self._fluent() as mlflow:
+                import mlflow.pytorch
+
+                logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its pickle caution, every time
+                with mlflow.start_run(run_id=run_id):  # ends the run FINISHED when the block ends
+                    info = mlflow.pytorch.log_model(task_model, name=name, signature=signature,
+                                                    input_example=example.numpy(), pip_requirements=["torch"],
+                                                    serialization_format="pickle",
+                                                    extra_files=[str(checkpoint)])  # fmt: skip
+            return info.model_uri
+
+        return self._safely("log_model", log)
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags: the command, and the code version (the git commit, or the hash of the
+    package's source outside git)."""
+    import sys
+
+    from raw2logit.provenance import git_commit, source_hash
+
+    commit = git_commit()
+    return {"mlflow.source.name": Path(sys.argv[0]).name or "raw2logit", "mlflow.source.type": "LOCAL",
+            "mlflow.source.git.commit": commit or f"source-{source_hash()}",
+            "raw2logit.source_hash": source_hash()}  # fmt: skip

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from raw2logit.errors import NonFiniteError, check_finite_loss
@@ -125,7 +126,7 @@ class DriftModule(pl.LightningModule):
                           f"the run stops here with nothing stored for this unit (lr={self.lr:g}; lower it, or "
                           "check the data model's θ)")  # fmt: skip
         self.train_metric.update(self.task.predictions(logits), target)
-        self.log("train_loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(x))
+        self.log("train_loss", loss, on_epoch=True, on_step=True, prog_bar=True, batch_size=len(x))
         return loss
 
     def on_train_epoch_end(self):
@@ -252,8 +253,40 @@ class ProgressPrinter(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module):
         metrics = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))
-        }
+            k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items()
+            if k.startswith(("train_", "val_")) and not k.endswith("_step")
+        }  # fmt: skip
         shown = "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
         self.printer(f"  {self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
                  f"({time.perf_counter() - self._start:.1f}s)")  # fmt: skip
+
+
+class RunLogger(pl.loggers.Logger):
+    """Lightning's logging into one MLflow run of raw2logit's tracker: what ``self.log`` records
+    (per-step training loss, per-epoch validation metric) and the learning rate, at Lightning's step.
+
+    The run belongs to raw2logit (it is opened before the training and finished after its results
+    are logged), so unlike Lightning's ``MLFlowLogger`` this logger neither creates nor ends runs,
+    and a tracking failure warns instead of stopping the training.
+    """
+
+    def __init__(self, tracker, run_id: str):
+        super().__init__()
+        self.tracker, self.run_id = tracker, run_id
+
+    @property
+    def name(self) -> str:
+        return "raw2logit"
+
+    @property
+    def version(self) -> str:
+        return self.run_id
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        values = {key: float(value) for key, value in metrics.items() if key != "epoch"}
+        self.tracker.log_metrics(self.run_id, values, step=step or 0)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """The run's parameters are the resolved config, logged when the run is opened."""

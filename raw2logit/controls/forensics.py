@@ -121,7 +121,7 @@ class ForensicsModule(pl.LightningModule):
         check_finite_loss(loss, "forensic search loss", self.current_epoch, batch_index,
                           f"the search stops with nothing stored (lambda={self.lam:g}, forensics.lr={self.lr:g})")  # fmt: skip
         self.log_dict({"forensics_loss": loss, "task_loss": task_loss, "distance": distance}, on_epoch=True,
-                      on_step=False, batch_size=len(raw))  # fmt: skip
+                      on_step=True, batch_size=len(raw))  # fmt: skip
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_index):
@@ -167,6 +167,11 @@ class SearchRecorder(pl.Callback):
                  "loss": float(trainer.callback_metrics.get("forensics_loss", float("nan"))),
                  "theta": module.data_model.theta_dict()}  # fmt: skip
         self.history.append(entry)
+        if trainer.logger:  # the held-out metric and ℓ2 of the search, in its MLflow run
+            name = module.task.metric_name
+            trainer.logger.log_metrics(
+                {f"search_{name}": metric, "search_l2": distance}, step=trainer.global_step
+            )
         self.printer(
             f"  search epoch {entry['epoch']}/{trainer.max_epochs}: held-out {metric:.3f}, ℓ2 {distance:.4g}"
         )
@@ -192,8 +197,11 @@ def run_search(
     make_trainer,
     seed: int,
     log=print,
+    run_id: str | None = None,
 ) -> dict:
-    """Run the adversarial search; returns the result record (see ``forensics/result.json``)."""
+    """Run the adversarial search; returns the result record (see ``forensics/result.json``). With an
+    MLflow ``run_id``, the search's loss, task loss and distance of every step and the held-out metric
+    and ℓ2 of every epoch are logged into it as the search goes."""
     from raw2logit.controls.synthesis import batches
     from raw2logit.training import evaluate
 
@@ -218,7 +226,7 @@ def run_search(
     pl.seed_everything(seed, workers=True, verbose=False)
     module = ForensicsModule(data_model, task_model, task, lam, regularizer, normalisation, lr, plausible)
     recorder = SearchRecorder(measure, log)
-    trainer = make_trainer(f"forensics λ={lam:g} target={target}", [recorder])
+    trainer = make_trainer(f"forensics λ={lam:g} target={target}", [recorder], run_id=run_id)
     start = time.perf_counter()
     trainer.fit(module, batches(train_raw, train_targets, batch_size, shuffle=True, seed=seed))
     metric_after, distance = measure()

@@ -2,7 +2,8 @@
 
 Settings: the parametrized data model ``learned`` (θ and task model trained jointly) or
 ``frozen`` (θ fixed at θ_stat), the task model on the raw mosaic packed to half resolution
-(``raw``, no ISP), and a small learned U-Net data model (``nn``). The validation metric is recorded
+(``raw``, no ISP), and a small learned U-Net data model (``nn``; both in ``raw2logit.isp.learned``).
+The validation metric is recorded
 every N optimisation steps on the held-out fold; the learned θ is exported as readable JSON.
 """
 
@@ -14,46 +15,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
-
-from raw2logit.isp.camera import check_pattern
-
-
-def pack_raw(raw: torch.Tensor, pattern: str) -> torch.Tensor:
-    """(B, H, W) Bayer mosaic -> (B, 4, H/2, W/2) planes in R, G1, G2, B order (G1 the earlier green site)."""
-    check_pattern(pattern)
-    sites = {(0, 0): 0, (0, 1): 1, (1, 0): 2, (1, 1): 3}
-    planes = [raw[:, row::2, col::2] for row, col in sites]
-    greens = [i for i, colour in enumerate(pattern) if colour == "G"]
-    order = [pattern.index("R"), greens[0], greens[1], pattern.index("B")]
-    return torch.stack([planes[i] for i in order], dim=1)
-
-
-class RawPacking(nn.Module):
-    """No ISP: the mosaic packed to half resolution as (R, mean of the two greens, B), as the paper's
-    direct-raw baseline ("RawToRGB"). Segmentation logits are upsampled to the mask's size."""
-
-    def __init__(self, pattern: str):
-        super().__init__()
-        self.pattern = check_pattern(pattern)
-
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        packed = pack_raw(raw, self.pattern)
-        return torch.stack((packed[:, 0], 0.5 * (packed[:, 1] + packed[:, 2]), packed[:, 3]), dim=1)
-
-
-class UNetDataModel(nn.Module):
-    """A small learned data model: packed raw (4, H/2, W/2) -> U-Net -> pixel shuffle -> RGB (3, H, W) in [0, 1]."""
-
-    def __init__(self, pattern: str, width: int = 16):
-        super().__init__()
-        from raw2logit.tasks.models import SmallUNet
-
-        self.pattern = check_pattern(pattern)
-        self.network = SmallUNet(num_classes=12, in_channels=4, width=width)
-
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        packed = pack_raw(raw, self.pattern)
-        return torch.sigmoid(nn.functional.pixel_shuffle(self.network(packed), 2))
 
 
 class HistoryRecorder(pl.Callback):
@@ -79,6 +40,8 @@ class HistoryRecorder(pl.Callback):
         metric = self.evaluate_fn(module)
         module.train()
         self.rows.append({"step": step, "setting": self.setting, "fold": self.fold, "metric": metric})
+        if trainer.logger:  # the fold's MLflow run charts the held-out metric over optimization steps
+            trainer.logger.log_metrics({f"val_{module.task.metric_name}": metric}, step=step)
         theta_dict = getattr(module.data_model, "theta_dict", None)
         if theta_dict is not None:
             self.thetas.append({"step": step, "theta": theta_dict()})
@@ -98,8 +61,9 @@ class HistoryRecorder(pl.Callback):
 
 
 def train_setting(*, make_module, make_trainer, train_raw, train_targets, test_raw, test_targets, setting: str,
-                  fold: int, every: int, batch_size: int, seed: int, log=print) -> dict:  # fmt: skip
-    """Train one setting on one fold; returns history rows, θ snapshots and the trained module."""
+                  fold: int, every: int, batch_size: int, seed: int, log=print, run_id=None) -> dict:  # fmt: skip
+    """Train one setting on one fold (logged into the MLflow run ``run_id``); returns history rows,
+    θ snapshots and the trained module."""
     from raw2logit.controls.synthesis import batches
     from raw2logit.training import evaluate
 
@@ -108,7 +72,7 @@ def train_setting(*, make_module, make_trainer, train_raw, train_targets, test_r
     recorder = HistoryRecorder(
         lambda m: evaluate(m, test_raw, test_targets, batch_size), every, setting, fold, log
     )
-    trainer = make_trainer(f"{setting} fold {fold}", [recorder])
+    trainer = make_trainer(f"{setting} fold {fold}", [recorder], run_id=run_id)
     start = time.perf_counter()
     trainer.fit(module, batches(train_raw, train_targets, batch_size, shuffle=True, seed=seed))
     return {
@@ -129,11 +93,6 @@ def table2(history) -> dict:
                           "final_std": float(final.std()), "folds": int(frame["fold"].nunique()),
                           "points": len(values)}  # fmt: skip
     return stats
-
-
-def describe_setting(kind: str, learn: bool, intensity: float) -> str:
-    names = {"parametrized": "learned" if learn else "frozen", "raw": "direct raw", "nn": "learned U-Net"}
-    return f"{names[kind]} (I={intensity:g})"
 
 
 def mean_views_statistics(data_model: nn.Module, raw, indices: np.ndarray, batch_size: int = 64) -> dict:

@@ -71,23 +71,32 @@ class Subset:
 
 def train_cell(
     make_module: Callable[[], DriftModule],
-    make_trainer: Callable[[str], pl.Trainer],
+    make_trainer: Callable[..., pl.Trainer],
     inputs,
     targets: np.ndarray,
     batch_size: int,
     seed: int,
     label: str,
+    validation: tuple | None = None,
+    run_id: str | None = None,
 ) -> DriftModule:
     """Train a fresh task model on ``inputs`` with labels ``targets``.
 
     The module is built with the channel statistics of ``inputs`` (used when the dataset's
     normalisation is ``auto``): the task model standardises what it was trained on, and keeps
     those statistics when tested on other pipelines, as a deployed model would.
+
+    Args:
+        validation: (inputs, targets) of the held-out images: Lightning's validation loop measures
+            them after every epoch (the metric the training's MLflow run ``run_id`` charts).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     module = make_module(channel_statistics(inputs))
-    trainer = make_trainer(label)
-    trainer.fit(module, batches(inputs, targets, batch_size, shuffle=True, seed=seed))
+    trainer = make_trainer(label, run_id=run_id)
+    loaders = [batches(inputs, targets, batch_size, shuffle=True, seed=seed)]
+    if validation is not None:
+        loaders.append(batches(*validation, batch_size=max(batch_size, 256), shuffle=False, seed=seed))
+    trainer.fit(module, *loaders)
     return module
 
 
@@ -108,15 +117,17 @@ def run_cell(
     label: str,
     model_path: Path | None = None,
     model_metadata: dict | None = None,
+    run_id: str | None = None,
 ) -> dict:
-    """Train one cell and evaluate it on every test pipeline and corruption."""
+    """Train one cell (logging into the MLflow run ``run_id``) and evaluate it on every test
+    pipeline and corruption."""
     train_index, test_index = split
     start = time.perf_counter()
+    targets = dataset.targets[test_index]
     module = train_cell(
         make_module, make_trainer, Subset(views.views(train), train_index), dataset.targets[train_index],
-        batch_size, seed, label,
+        batch_size, seed, label, validation=(Subset(views.views(train), test_index), targets), run_id=run_id,
     )  # fmt: skip
-    targets = dataset.targets[test_index]
     metrics = {
         name: evaluate(module, Subset(views.views(name), test_index), targets, batch_size)
         for name in test_names
@@ -167,6 +178,7 @@ def run_synthesis(
     save_models: bool = True,
     model_metadata: dict | None = None,
     on_cell: Callable[[dict], None] | None = None,
+    on_cell_start: Callable[[str, int], str | None] | None = None,
     log=print,
 ) -> list[dict]:
     """Run (or resume) every requested cell; returns the cell records.
@@ -174,7 +186,10 @@ def run_synthesis(
     Args:
         results: folder of the cell files; cells already there are skipped (resume).
         fold: one fold only (multirun fan-out), or None for all ``folds``.
-        on_cell: called with each newly finished cell (e.g. to log it to MLflow).
+        on_cell: called with each newly finished cell (e.g. to log it to MLflow), together with
+            writing its file (an interruption waits for both).
+        on_cell_start: called before a cell trains, with its train pipeline and fold; returns the
+            MLflow run the training logs into (or None).
     """
     splits = kfold_splits(dataset, folds, seed)
     if fold is not None and not 0 <= fold < folds:
@@ -193,11 +208,13 @@ def run_synthesis(
             log(f"{label}: done in an earlier run, skipped")
             return
         log(f"{label}: training on {len(splits[k][0])} images")
+        run_id = on_cell_start(train, k) if on_cell_start is not None else None
         cell = run_cell(
             dataset=dataset, views=views, train=train, fold=k, split=splits[k], test_names=test_names,
             corruption_names=corruption_names, severity=severity, make_module=make_module,
             make_trainer=make_trainer, batch_size=batch_size, seed=seed + k, label=label,
             model_path=model_file(results, train, k) if save_models else None, model_metadata=model_metadata,
+            run_id=run_id,
         )  # fmt: skip
         own = cell["test"].get(train, cell["clean"])
         log(f"{label}: {cell['metric']} on own pipeline {own:.3f}, worst test pipeline {min(cell['test'].values()):.3f}, "
@@ -318,12 +335,13 @@ def assemble(cells: list[dict], out_dir: Path, pipeline_order: Sequence[str] = (
         values = matrix.loc[rows, real_isp].to_numpy() if rows else np.array([])
         summary["libraw"] = {
             "algorithms": real_isp,
-            "train": float(np.mean([matrix.loc[t, t] for t in rows if t in matrix.columns] or [np.nan])),
+            # the rows' own pipelines, when they are columns too (None otherwise, as "isp")
+            "train": float(np.mean(own)) if (own := [matrix.loc[t, t] for t in rows if t in matrix.columns]) else None,
             "test": float(np.nanmean(values)) if values.size else None,
             "per_algorithm": {c: float(matrix.loc[rows, c].mean()) for c in real_isp} if rows else {},
         }
         train, test = summary["libraw"]["train"], summary["libraw"]["test"]
-        summary["libraw"]["change"] = test - train if test is not None and np.isfinite(train) else None
+        summary["libraw"]["change"] = test - train if test is not None and train is not None else None
     if corruptions is not None:
         summary["corruptions"] = {
             "severity": cells[0]["severity"],

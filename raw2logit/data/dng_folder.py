@@ -376,9 +376,6 @@ def load_dng_folder(
 
     if labels_csv is not None:
         classes = sorted(set(targets))
-        if len(classes) < 2:
-            raise InputError(f"The labels in {labels_csv} name a single class ({classes[0]!r}) for the "
-                             f"{len(targets)} usable images; a classifier needs at least two classes.")  # fmt: skip
         target_array = np.array([classes.index(label) for label in targets], dtype=np.int64)
         task = "classification"
     else:

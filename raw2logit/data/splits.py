@@ -25,6 +25,9 @@ def kfold_splits(dataset: RawDataset, folds: int, seed: int) -> list[tuple[np.nd
     grouped = len(np.unique(groups)) < len(groups)
     if dataset.task == "classification":
         labels = np.asarray(dataset.targets)
+        if len(np.unique(labels)) < 2:
+            raise InputError(f"{dataset.name} has a single class ({dataset.classes[int(labels[0])]!r}) among its "
+                             f"{len(labels)} images; a classifier needs at least two classes (check the labels).")  # fmt: skip
         smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
         if grouped:
             unique = len(np.unique(groups))

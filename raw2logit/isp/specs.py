@@ -12,11 +12,13 @@ A spec is what a config or a user writes wherever a pipeline is named:
 
 ``parse_specs`` checks a config value and expands ``all``; ``build_data_model`` builds any spec;
 ``spec_digest`` fingerprints the file behind a spec (a changed file is a different experiment).
+The options of the ``data_model`` config group are the dataclasses at the end (their ``_target_``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from raw2logit.errors import InputError
@@ -150,3 +152,77 @@ def parametrized_data_model(camera, theta: str | None = None, normalize_output: 
     if theta:
         return build_data_model(str(theta), camera, normalize_output).train().requires_grad_(True)
     return ParametrizedPipeline(camera, normalize_output, tone_curve=tone_curve)
+
+
+# -- the data_model config group: each option is one of these (``_target_``) ------------------------------
+@dataclass(frozen=True)
+class StaticViews:
+    """``data_model=static``: the static pipelines' views, computed once per run before training
+    (``backend``: ``torch``, or ``numpy``, the reference implementation)."""
+
+    backend: str = "torch"
+    name = "static"
+    in_step = False  # nothing of the data model runs inside the training step
+
+    def describe(self, intensity: float) -> str:
+        return f"static (I={intensity:g})"
+
+
+@dataclass(frozen=True)
+class Parametrized:
+    """``data_model=parametrized``: Φ_para(x, θ) inside the training step, θ learned (``learn``) with
+    its own learning rate, or frozen; starting at θ_stat ending in ``tone_curve`` (``power``: θ group
+    ``gamma``; ``curve``: the monotone knots, θ group ``curve``) or at the θ of ``theta`` (a θ file or
+    ``calibrated:<file>``, which keeps its own tone curve)."""
+
+    learn: bool = True
+    lr: float = 1e-3
+    normalize_output: bool = False
+    theta: str | None = None
+    tone_curve: str = "power"
+    name = "parametrized"
+    in_step = True
+
+    def build(self, camera):
+        model = parametrized_data_model(camera, self.theta, self.normalize_output, self.tone_curve)
+        return model.set_trainable("all" if self.learn else [])
+
+    def describe(self, intensity: float) -> str:
+        return f"{'learned' if self.learn else 'frozen'} (I={intensity:g})"
+
+
+@dataclass(frozen=True)
+class PackedRaw:
+    """``data_model=raw``: no ISP; the mosaic packed to half resolution, as the paper's direct-raw baseline."""
+
+    learn: bool = False
+    lr: float | None = None
+    name = "raw"
+    in_step = True
+
+    def build(self, camera):
+        from raw2logit.isp.learned import RawPacking
+
+        return RawPacking(camera.pattern)
+
+    def describe(self, intensity: float) -> str:
+        return f"direct raw (I={intensity:g})"
+
+
+@dataclass(frozen=True)
+class LearnedUNet:
+    """``data_model=nn``: a small U-Net from packed raw to RGB, trained with the task model."""
+
+    learn: bool = True
+    lr: float = 1e-3
+    width: int = 16
+    name = "nn"
+    in_step = True
+
+    def build(self, camera):
+        from raw2logit.isp.learned import UNetDataModel
+
+        return UNetDataModel(camera.pattern, self.width)
+
+    def describe(self, intensity: float) -> str:
+        return f"learned U-Net (I={intensity:g})"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,8 +69,22 @@ def results_key(cfg: DictConfig, mode: str, ignore: Sequence[str] = (), extra: b
 
 
 def results_store(cfg: DictConfig, mode: str, ignore: Sequence[str] = (), extra: bytes = b"") -> Path:
-    """``<paths.results>/<mode>-<dataset>-<key>``: the resumable results of one experiment."""
-    return Path(cfg.paths.results) / f"{mode}-{cfg.dataset.name}-{results_key(cfg, mode, ignore, extra)}"
+    """``<paths.results>/<mode>-<dataset>-<key>``: the resumable results of one experiment; with
+    ``resume=never`` a store of its own (``...-<key>-fresh-<time>``), so nothing earlier is reused
+    and nothing earlier is overwritten."""
+    name = f"{mode}-{cfg.dataset.name}-{results_key(cfg, mode, ignore, extra)}"
+    if cfg.get("resume", "auto") == "never":
+        name += f"-fresh-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return Path(cfg.paths.results) / name
+
+
+def announce_resume(results: Path, done: int, total: int) -> None:
+    """``resuming <run> from <date>: N of M units done`` when the results store holds earlier work."""
+    state = results / "mlflow_run.json"
+    if done and state.exists():
+        record = json.loads(state.read_text())
+        log(f"resuming {record.get('run_id') or 'an untracked run'} from {record.get('date', '?')}: "
+            f"{done} of {total} units done ({results}; resume=never starts afresh)")  # fmt: skip
 
 
 # -- objects built from the config --------------------------------------------------------------------
@@ -125,8 +141,20 @@ def build_dataset(cfg: DictConfig):
     return instantiate_clean(cfg.dataset, "dataset", _convert_="all")
 
 
-def build_task_model(cfg: DictConfig, num_classes: int, in_channels: int = 3):
-    return instantiate_clean(cfg.task_model, "task_model", num_classes=num_classes, in_channels=in_channels)
+def build_task_model(cfg: DictConfig, task, in_channels: int = 3):
+    """The task model of the ``task_model`` group for ``task`` (a builder that takes ``task``, such as
+    ``small`` or ``paper``, picks the network for it)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    extra = (
+        {"task": task.name}
+        if "task" in inspect.signature(get_method(cfg.task_model._target_)).parameters
+        else {}
+    )
+    return instantiate_clean(cfg.task_model, "task_model", num_classes=task.num_classes, in_channels=in_channels,
+                             **extra)  # fmt: skip
 
 
 def check_task_model(task_model, task, in_channels: int, cfg: DictConfig, dataset_name: str) -> None:
@@ -160,7 +188,7 @@ def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_ch
     checked = []
 
     def make(normalisation=None):
-        task_model = build_task_model(cfg, dataset.num_classes, in_channels)
+        task_model = build_task_model(cfg, Task.of(dataset), in_channels)
         if not checked:
             check_task_model(task_model, Task.of(dataset), in_channels, cfg, dataset.name)
             checked.append(True)
@@ -178,31 +206,34 @@ def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_ch
     return make
 
 
-def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
-    """A function (label, extra callbacks) -> a fresh Lightning ``Trainer`` from the ``trainer`` group.
+def make_trainer_factory(cfg: DictConfig, tracker=None, **overrides):
+    """A function ``(label, extra callbacks, run_id) -> Trainer`` of the ``trainer`` group.
 
+    With a ``run_id`` (an MLflow run of ``tracker``), the training logs into that run through
+    Lightning's logging: per-step training loss, per-epoch validation metric, learning rate. On a
+    terminal Lightning draws its progress bar; in a log, one plain line per epoch.
     ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
     """
+    import sys
+
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
 
-    from raw2logit.training import ProgressPrinter
+    from raw2logit.training import ProgressPrinter, RunLogger
 
-    settings = {
-        "max_epochs": cfg.epochs,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        **overrides,
-    }
+    partial = instantiate(cfg.trainer)
+    bar = partial.keywords.get("enable_progress_bar")
+    bar = sys.stdout.isatty() if bar is None else bool(bar)
 
-    def make(label: str, extra_callbacks=None):
-        callbacks = [ProgressPrinter(label, log)] + (callbacks_factory() if callbacks_factory else [])
+    def make(label: str, extra_callbacks=None, run_id: str | None = None):
+        callbacks = [] if bar else [ProgressPrinter(label, log)]
+        logger = False
+        if tracker is not None and tracker.enabled and run_id:
+            logger = RunLogger(tracker, run_id)
+            callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
         try:
-            return pl.Trainer(**settings, callbacks=callbacks + list(extra_callbacks or []))
+            return partial(callbacks=[*callbacks, *(extra_callbacks or [])], logger=logger,
+                           enable_progress_bar=bar, **overrides)  # fmt: skip
         except TypeError as error:
             sentence = unexpected_argument(error, "trainer", pl.Trainer)
             if sentence is None:
@@ -210,6 +241,22 @@ def make_trainer_factory(cfg: DictConfig, callbacks_factory=None, **overrides):
             raise sentence from None
 
     return make
+
+
+def build_tracker(cfg: DictConfig, log=log):
+    """The MLflow tracker of the ``tracking`` group, connected, tagging every run with what the config
+    selected (mode, dataset, data model, task model)."""
+    from raw2logit.names import DATA_MODEL_TARGETS
+    from raw2logit.tracking import Tracker
+
+    data_model = {target: name for name, target in DATA_MODEL_TARGETS.items()}.get(
+        cfg.data_model.get("_target_")
+    )
+    tags = {"raw2logit.mode": cfg.mode, "raw2logit.dataset": cfg.dataset.name,
+            "raw2logit.data_model": data_model or "-",
+            "raw2logit.task_model": str(cfg.task_model.get("_target_", "-")).rsplit(".", 1)[-1]}  # fmt: skip
+    return Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.paths.outputs, cfg.tracking.enabled, log, tags,
+                   bool(cfg.tracking.get("system_metrics", False))).connect()  # fmt: skip
 
 
 # -- the run: MLflow, provenance, summary, report ------------------------------------------------------
@@ -226,7 +273,9 @@ def record_run(ctx: Context, run_id: str | None) -> None:
 
 
 @contextmanager
-def mode_run(ctx: Context, name: str, results: Path | None = None) -> Iterator[str | None]:
+def mode_run(
+    ctx: Context, name: str, results: Path | None = None, tags: dict | None = None
+) -> Iterator[str | None]:
     """This invocation's MLflow run (ended FINISHED, FAILED or KILLED with its block), with the run's
     provenance recorded. Runs are never reopened: when the results store was used before, the new run
     is tagged with the run it continues (``raw2logit.continues``)."""
@@ -234,10 +283,10 @@ def mode_run(ctx: Context, name: str, results: Path | None = None) -> Iterator[s
 
     state = results / "mlflow_run.json" if results is not None else None
     previous = json.loads(state.read_text()).get("run_id") if state is not None and state.exists() else None
-    tags = {"raw2logit.continues": previous} if previous else None
+    tags = {**(tags or {}), **({"raw2logit.continues": previous} if previous else {})}
     with ctx.tracker.run(name, params=flat_params(ctx.cfg), parent=ctx.parent_run, tags=tags) as run_id:
         if state is not None:
-            write_json_atomic(state, {"run_id": run_id})
+            write_json_atomic(state, {"run_id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
         record_run(ctx, run_id)
         yield run_id
 

@@ -11,20 +11,46 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from raw2logit.errors import InputError
-from raw2logit.isp.static import STAGE_NAMES
+from raw2logit.isp.parametrized import ParametrizedPipeline, static_theta
+from raw2logit.isp.static import STAGE_NAMES, StaticPipeline
+from raw2logit.report.figures import interior, save_png
 
 # Linear stages of real sensors are dark (a few percent of full scale) and, after white balance
 # and colour correction, can exceed 1; each is shown scaled to its own bright end.
 DISPLAY_PERCENTILE = 99.0
 # The tone-mapped output is the view the task model sees: shown as it is.
 SHOWN_AS_IS = ("gamma",)
-TITLE = (
-    "Data model stage by stage (as the paper's Fig. 1). Display only: each linear stage is divided by "
-    f"its {DISPLAY_PERCENTILE:g}th percentile over the images shown, then clipped to [0, 1]; "
-    "gamma is shown as is, clipped to [0, 1]; raw and black_level are greyscale mosaics."
+DISPLAY_NOTE = (
+    f"Display only: each linear stage is divided by its {DISPLAY_PERCENTILE:g}th percentile over the images "
+    "shown (border pixels left out), then clipped to [0, 1]; gamma is shown as is, clipped to [0, 1]; raw "
+    "and black_level are greyscale mosaics."
 )
+# θ entries closer than this to θ_stat count as unchanged (θ is stored in float64).
+THETA_TOLERANCE = 1e-9
+
+
+def describe_theta(pipeline: torch.nn.Module) -> str:
+    """Which data model and which θ a figure of ``pipeline`` shows, as one phrase: a static pipeline by
+    name, a parametrized one as at θ_stat or with the θ groups that differ from it (largest change)."""
+    if isinstance(pipeline, StaticPipeline):
+        return f"static data model {pipeline.name} (θ_stat of camera {pipeline.camera.name})"
+    if not isinstance(pipeline, ParametrizedPipeline):
+        return f"{type(pipeline).__name__} data model"
+    described = f"parametrized data model {pipeline.variant} ({pipeline.tone_curve} tone curve, camera {pipeline.camera.name})"
+    reference = static_theta(pipeline.camera)
+    changes = {}
+    for group in pipeline.active_groups():
+        value = getattr(pipeline, group).detach().cpu().double().reshape(-1).numpy()
+        change = float(np.max(np.abs(value - reference[group].reshape(-1).numpy())))
+        if change > THETA_TOLERANCE:
+            changes[group] = change
+    if not changes:
+        return f"{described} at θ_stat"
+    listed = ", ".join(f"{group} (max |Δ| {change:.3g})" for group, change in changes.items())
+    return f"{described}, θ differs from θ_stat in {listed}"
 
 
 def _as_images(stage: torch.Tensor) -> np.ndarray:
@@ -37,45 +63,31 @@ def _as_images(stage: torch.Tensor) -> np.ndarray:
     return np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
 
 
-def _display(name: str, images: np.ndarray) -> np.ndarray:
-    """Scale one stage's images (all rows of its column together) to [0, 1] for display."""
+def display_stage(name: str, images: np.ndarray) -> np.ndarray:
+    """One stage's images (all rows of its column together, (B, H, W) or (B, H, W, 3)) scaled to [0, 1]
+    for display; the scale is taken from the interior (``figures.interior``), so border artifacts of the
+    filters do not darken the whole column."""
     if name in SHOWN_AS_IS:
         return np.clip(images, 0.0, 1.0)
+    inside = interior(images)
     if name in STAGE_NAMES:
-        bright = float(np.percentile(np.clip(images, 0.0, None), DISPLAY_PERCENTILE))
+        bright = float(np.percentile(np.clip(inside, 0.0, None), DISPLAY_PERCENTILE))
         return np.clip(images / bright, 0.0, 1.0) if bright > 0 else np.clip(images, 0.0, 1.0)
     # Stages outside the data model proper (e.g. ``normalized``, a standardised view) are not
-    # in [0, 1] at all: min-max over the column.
-    low, high = float(images.min()), float(images.max())
-    return (images - low) / (high - low) if high > low else np.zeros_like(images)
+    # in [0, 1] at all: min-max over the column's interior.
+    low, high = float(inside.min()), float(inside.max())
+    return np.clip((images - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(images)
 
 
-def save_stage_figure(
-    pipeline: torch.nn.Module,
-    raw: torch.Tensor,
-    path: str | Path,
-    names: Sequence[str] | None = None,
-    max_images: int = 3,
-) -> Path:
-    """Save a grid of the data model's stages: one row per image, one column per stage.
+def draw_stages(pipeline: torch.nn.Module, raw: torch.Tensor, names: Sequence[str] | None = None,
+                max_images: int = 3, theta: str | None = None) -> Figure:  # fmt: skip
+    """A grid of the data model's stages: one row per image, one column per stage; the title says which
+    data model and θ it shows (``theta``, default ``describe_theta(pipeline)``).
 
-    Args:
-        pipeline: a data model with ``forward_stages`` (``StaticPipeline``, ``ParametrizedPipeline``).
-        raw: raw images of shape (B, H, W), float in [0, 1]; the first ``max_images`` are shown.
-        path: the PNG to write (its folder is created).
-        names: the stages to show, in order; default: every stage the pipeline returns, in
-            ``STAGE_NAMES`` order, then any others (e.g. ``normalized``).
-        max_images: at most this many rows.
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Raises:
-        InputError: the pipeline has no ``forward_stages``, or ``names`` holds a stage it does not return.
+    Args and errors as ``save_stage_figure``.
     """
     if not hasattr(pipeline, "forward_stages"):
         raise InputError(f"{type(pipeline).__name__} has no forward_stages(); expected a data model.")
-    path = Path(path)
     was_training = pipeline.training
     # eval: a pipeline ending in BatchNorm must not update its running statistics for a figure.
     pipeline.eval()
@@ -92,16 +104,12 @@ def save_stage_figure(
             f"Stage(s) {', '.join(missing)} not produced by {type(pipeline).__name__}; "
             f"it returns {', '.join(stages)}."
         )
-    columns = {name: _display(name, _as_images(stages[name])) for name in names}
+    columns = {name: display_stage(name, _as_images(stages[name])) for name in names}
     rows = next(iter(columns.values())).shape[0]
     height, width = columns[names[0]].shape[1:3]
     panel = 2.0
-    fig, axes = plt.subplots(
-        rows,
-        len(names),
-        figsize=(panel * len(names), panel * rows * height / width + 0.9),
-        squeeze=False,
-    )
+    fig, axes = plt.subplots(rows, len(names), figsize=(panel * len(names), panel * rows * height / width + 0.6),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for col, name in enumerate(names):
         for row in range(rows):
             ax = axes[row][col]
@@ -115,8 +123,32 @@ def save_stage_figure(
                 ax.set_title(name, fontsize=9)
     for row in range(rows):
         axes[row][0].set_ylabel(f"image {row}", fontsize=8)
-    fig.suptitle(TITLE, fontsize=7, wrap=True)
+    shown = theta if theta is not None else describe_theta(pipeline)
+    fig.suptitle(f"Data model stage by stage (paper Fig. 1): {shown}.\n{DISPLAY_NOTE}", fontsize=9, wrap=True)
+    return fig
+
+
+def save_stage_figure(pipeline: torch.nn.Module, raw: torch.Tensor, path: str | Path,
+                      names: Sequence[str] | None = None, max_images: int = 3, theta: str | None = None) -> Path:  # fmt: skip
+    """Save a grid of the data model's stages: one row per image, one column per stage.
+
+    Args:
+        pipeline: a data model with ``forward_stages`` (``StaticPipeline``, ``ParametrizedPipeline``).
+        raw: raw images of shape (B, H, W), float in [0, 1]; the first ``max_images`` are shown.
+        path: the PNG to write (its folder is created).
+        names: the stages to show, in order; default: every stage the pipeline returns, in
+            ``STAGE_NAMES`` order, then any others (e.g. ``normalized``).
+        max_images: at most this many rows.
+        theta: which θ the figure shows, for its title (e.g. "adversarial θ~, λ=0.001"); default:
+            ``describe_theta(pipeline)``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        InputError: the pipeline has no ``forward_stages``, or ``names`` holds a stage it does not return.
+    """
+    fig = draw_stages(pipeline, raw, names, max_images, theta)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110, bbox_inches="tight")

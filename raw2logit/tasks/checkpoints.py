@@ -22,7 +22,7 @@ from raw2logit.tasks.models import TASK_MODELS
 
 REQUIRED_KEYS = ("state_dict", "task", "num_classes", "task_model")
 # Arguments the builder gets from the dataset, or that would fetch other weights.
-SET_BY_LOADER = {"num_classes", "in_channels", "pretrained", "weights_path"}
+SET_BY_LOADER = {"num_classes", "in_channels", "task", "pretrained", "weights_path"}
 
 
 def save_task_model(task_model: nn.Module, normalisation: dict | None, path: Path, metadata: dict) -> Path:
@@ -39,7 +39,9 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def build_from_spec(spec, num_classes: int, in_channels: int, where: str) -> nn.Module:
+def build_from_spec(
+    spec, num_classes: int, in_channels: int, where: str, task: str = "classification"
+) -> nn.Module:
     """The task model a stored spec describes, through the ``TASK_MODELS`` allow-list."""
     if not isinstance(spec, dict) or not isinstance(spec.get("_target_"), str):
         raise InputError(
@@ -59,6 +61,8 @@ def build_from_spec(spec, num_classes: int, in_channels: int, where: str) -> nn.
             raise InputError(f"{where}: task model argument {key}={value!r} is not a plain value {builder.__name__} "
                              f"takes (expected among {', '.join(sorted(accepted)) or 'none'}).")  # fmt: skip
         arguments[key] = value
+    if "task" in inspect.signature(builder).parameters:  # a family (small, paper) picks its network
+        arguments["task"] = task
     return builder(num_classes=num_classes, in_channels=in_channels, **arguments)
 
 
@@ -122,7 +126,7 @@ def load_task_checkpoint(path, dataset, key: str = "forensics.checkpoint", shown
     if bad:
         raise InputError(f"{where} holds non-finite weights (in {bad[0]}); it is not a usable task model.")
     normalisation = _normalisation(checkpoint.get("normalisation"), where)
-    model = build_from_spec(checkpoint["task_model"], num_classes, 3, where)
+    model = build_from_spec(checkpoint["task_model"], num_classes, 3, where, task)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -146,10 +146,31 @@ class SmallUNet(nn.Module):
         return self.out(u1)
 
 
+def small(
+    num_classes: int, in_channels: int = 3, task: str = "classification", width: int | None = None
+) -> nn.Module:
+    """The CPU-sized task model for the dataset's task: ``SmallCNN`` (width 8) for classification,
+    ``SmallUNet`` (width 16) for segmentation (``task_model=small``, the default)."""
+    if task == "classification":
+        return SmallCNN(num_classes, in_channels, width or 8)
+    return SmallUNet(num_classes, in_channels, width or 16)
+
+
+def paper(num_classes: int, in_channels: int = 3, task: str = "classification", pretrained: bool = False,
+          weights_path: str | None = None, encoder: str = "resnet34") -> nn.Module:  # fmt: skip
+    """The paper's task model for the dataset's task: ResNet18 for classification, U-Net++ with a ResNet
+    encoder for segmentation (``task_model=paper``); weights as for ``resnet18`` and ``unetpp``."""
+    if task == "classification":
+        return resnet18(num_classes, in_channels, pretrained, weights_path)
+    return unetpp(num_classes, in_channels, encoder, pretrained, weights_path)
+
+
 # The builders a config (``task_model._target_``) or a checkpoint may name. A checkpoint's stored
 # spec is matched against this dict, never imported or instantiated by name: reading a file must
 # not run code it names.
 TASK_MODELS = {
+    "raw2logit.tasks.models.small": small,
+    "raw2logit.tasks.models.paper": paper,
     "raw2logit.tasks.models.SmallCNN": SmallCNN,
     "raw2logit.tasks.models.SmallUNet": SmallUNet,
     "raw2logit.tasks.models.resnet18": resnet18,

@@ -167,7 +167,7 @@ def test_low_intensity_trains(run_mode, tmp_path):
 
 
 def test_static_data_model_is_refused(run_mode, tmp_path):
-    with pytest.raises(InputError, match=re.escape("use data_model=parametrized, raw or nn")):
+    with pytest.raises(InputError, match=re.escape("use data_model=parametrized or raw or nn (got static)")):
         run_mode(tmp_path, "mode=optimization", "data_model=static")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -16,20 +14,31 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-# What each task model is for: a new task model config must be added here, with its output shape.
-TASK_MODEL_TASKS = {"small_cnn": "classification", "resnet18": "classification",
-                    "small_unet": "segmentation", "unetpp": "segmentation"}  # fmt: skip
+# What each task model is for: a new task model config must be added here ("both": a family that
+# picks its network for the dataset's task).
+TASK_MODEL_TASKS = {"small_cnn": "classification", "resnet18": "classification", "small_unet": "segmentation",
+                    "unetpp": "segmentation", "small": "both", "paper": "both"}  # fmt: skip
 
 
 @pytest.mark.parametrize("option", options("task_model"))
 def test_task_models_instantiate_and_run(option):
-    """Classifiers give one logit per class, segmenters one logit map per class at the input size."""
+    """Classifiers give one logit per class, segmenters one logit map per class at the input size;
+    a family builds the one its task needs (through the builder the modes use)."""
+    from raw2logit.modes.common import build_task_model
+    from raw2logit.tasks.task import Task
+
     cfg = compose_config([f"task_model={option}"])
-    model = instantiate(cfg.task_model, num_classes=3, in_channels=3).eval()
-    with torch.no_grad():
-        out = model(torch.rand(2, 3, 64, 64))
-    expected = {"classification": (2, 3), "segmentation": (2, 3, 64, 64)}[TASK_MODEL_TASKS[option]]
-    assert out.shape == expected, option
+    tasks = (
+        ("classification", "segmentation")
+        if TASK_MODEL_TASKS[option] == "both"
+        else (TASK_MODEL_TASKS[option],)
+    )
+    for task in tasks:
+        model = build_task_model(cfg, Task(task, 3 if task == "classification" else 1)).eval()
+        with torch.no_grad():
+            out = model(torch.rand(2, 3, 64, 64))
+        expected = {"classification": (2, 3), "segmentation": (2, 1, 64, 64)}[task]
+        assert out.shape == expected, (option, task)
 
 
 @pytest.mark.parametrize("option", options("dataset"))
@@ -63,19 +72,22 @@ def test_published_loaders_read_the_simulated_layout(tmp_path):
 
 @pytest.mark.parametrize("option", options("data_model"))
 def test_data_models_build_and_process_raw(option):
-    """Each data model option builds the module the modes use, and turns raw into a 3-channel view."""
+    """Each data model option instantiates (its ``_target_``) and builds the module the modes use, which
+    turns raw into a 3-channel view."""
     from raw2logit.isp import CameraParams, StaticPipeline
-    from raw2logit.modes.optimization import data_model_factory
+    from raw2logit.names import DATA_MODEL_TARGETS
 
     cfg = compose_config([f"data_model={option}"])
+    assert cfg.data_model._target_ == DATA_MODEL_TARGETS[option]
+    spec = instantiate(cfg.data_model)
     camera = CameraParams.published("microscopy")
-    if option == "static":
-        module = StaticPipeline("bi_s_me", camera, backend=cfg.data_model.backend)
-    else:
-        module = data_model_factory(cfg, SimpleNamespace(camera=camera))()
+    module = (
+        StaticPipeline("bi_s_me", camera, backend=spec.backend) if option == "static" else spec.build(camera)
+    )
     with torch.no_grad():
         view = module(torch.rand(2, 16, 16))
     assert view.shape[:2] == (2, 3) and torch.isfinite(view).all(), option
+    assert spec.in_step == (option != "static")
 
 
 @pytest.mark.parametrize("option", options("trainer"))
@@ -89,7 +101,8 @@ def test_trainer_options_are_trainer_arguments(option):
     from raw2logit.modes.common import make_trainer_factory
 
     cfg = compose_config([f"trainer={option}"])
-    inspect.signature(pl.Trainer).bind(**cfg.trainer)
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    inspect.signature(pl.Trainer).bind(**{k: v for k, v in cfg.trainer.items() if not k.startswith("_")})
     if option == "cpu":
         trainer = make_trainer_factory(cfg)("test")
         assert trainer.max_epochs == cfg.epochs and trainer.accelerator.__class__.__name__ == "CPUAccelerator"
@@ -112,10 +125,30 @@ def test_every_mode_option_is_a_mode_the_cli_runs(option):
     assert compose_config([f"mode={option}"]).mode == option and option in MODES
 
 
-def test_segmentation_datasets_switch_the_task_model():
-    assert compose_config(["dataset=sim_drone"]).task_model._target_.endswith("SmallUNet")
-    assert compose_config(["dataset=drone"]).task_model._target_.endswith("unetpp")
+def test_datasets_do_not_choose_the_task_model():
+    """The default task model family builds what each dataset's task needs; datasets name no model."""
+    for dataset in ("sim_microscopy", "sim_drone", "microscopy", "drone", "dng_folder"):
+        assert compose_config([f"dataset={dataset}"]).task_model._target_.endswith(".small")
     assert compose_config(["dataset=sim_drone", "task_model=unetpp"]).task_model._target_.endswith("unetpp")
+
+
+def test_mode_options_live_in_their_mode():
+    """Each mode's options exist only when that mode runs (conf/mode/<mode>.yaml)."""
+    from raw2logit.names import MODES
+
+    for mode in MODES:
+        cfg = compose_config([f"mode={mode}"])
+        assert [m for m in MODES if m in cfg] == [mode], mode
+
+
+def test_smoke_experiment_shrinks_every_mode():
+    from raw2logit.names import MODES
+
+    for mode in MODES:
+        cfg = compose_config(["experiment=smoke", f"mode={mode}"])
+        assert (cfg.epochs, cfg.dataset.num_images, cfg.dataset.size) == (1, 36, 32)
+    assert compose_config(["experiment=smoke", "mode=forensics"]).forensics.epochs == 1
+    assert compose_config(["experiment=smoke", "mode=calibrate"]).calibrate.steps == 5
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ from pathlib import Path
 import pytest
 
 from raw2logit import config as schema
-from raw2logit.names import BAYER_PATTERNS, THETA_GROUPS
+from raw2logit.names import BAYER_PATTERNS, DATA_MODEL_TARGETS, THETA_GROUPS
 from tests.runner.conftest import CONF, ROOT, compose_config
 
 SEED = int(os.environ.get("RAW2LOGIT_FUZZ_SEED", "0"))
@@ -115,6 +115,7 @@ SPEC: dict[str, Values] = {
     "lr": number(("0.003", "1e-4", "0.1"), low_open=True, either=("1e6", "1e30")),
     "lambda": number(("0", "0.001", "10"), either=("1e30", "1e300")),
     "augment": BOOLEAN,
+    "resume": names(("auto", "never"), "always"),
     "synthesis.train": Values(
         ("[bi_s_me]", "[ma_u_ga]", "me_s_ga"),
         PIPELINES_WRONG,
@@ -180,7 +181,9 @@ SPEC: dict[str, Values] = {
     "dataset.on_bad_file": names(("raise", "skip"), "ignore"),
     "dataset.labels_csv": OPTIONAL_FILE,  # dng_folder only
     "dataset.masks_dir": OPTIONAL_FILE,  # dng_folder only
-    "data_model.kind": Values((), ("nope", "[]", "1", "null")),  # valid: the group's own kind (see draw)
+    "data_model._target_": Values(
+        (), ("nope", "[]", "1", "null", "builtins.print")
+    ),  # valid: the group's own
     "data_model.learn": BOOLEAN,
     "data_model.lr": number(("0.001", "0.1"), low_open=True, either=("1e6", "1e30")),
     "data_model.normalize_output": BOOLEAN,
@@ -207,6 +210,7 @@ SPEC: dict[str, Values] = {
     "tracking.enabled": Values(("false",), BOOL_WRONG, long=("true",)),
     "tracking.uri": Values(("null",), TEXT_WRONG),
     "tracking.experiment": Values(("fuzz", "raw2logit"), ("''", "[]", "1", "null", "true", "${nope}")),
+    "tracking.system_metrics": Values(("false",), BOOL_WRONG, long=("true",)),
 }
 # Keys the schema leaves to the code they configure (instantiated or passed on as they are), and
 # misspelt keys added with ``+``: a careless user types them too.
@@ -220,7 +224,7 @@ BEYOND_SCHEMA: dict[str, Values] = {
 # Groups that are drawn per draw: a mode, its data models, datasets (tiny settings per dataset).
 DATA_MODELS = {
     "synthesis": (("static",), ("parametrized", "raw")),  # (valid, refused by the schema)
-    "forensics": (("parametrized", "static"), ()),
+    "forensics": (("parametrized",), ("static", "raw", "nn")),
     "optimization": (("parametrized", "raw", "nn"), ("static",)),
     "calibrate": (("static", "parametrized"), ()),
 }
@@ -236,9 +240,16 @@ DATASETS = {  # name -> (overrides, expectation); the real datasets need a folde
     "dng_folder_empty": (("dataset=dng_folder", "dataset.root={empty_dir}", "epochs=1"), "error"),
 }
 # Always set (before the drawn overrides, which win): every valid run stays a few seconds long.
-TINY_MODES = ("synthesis.train=[bi_s_me]", "synthesis.test=[bi_s_me,ma_u_ga]", "synthesis.corruptions=[contrast]",
-              "forensics.epochs=1", "calibrate.steps=3", "calibrate.variants=[bi_s_me,me_s_ga]",
-              "optimization.val_every=2")  # fmt: skip
+TINY_MODES = {  # each mode's options exist only in that mode
+    "synthesis": (
+        "synthesis.train=[bi_s_me]",
+        "synthesis.test=[bi_s_me,ma_u_ga]",
+        "synthesis.corruptions=[contrast]",
+    ),
+    "forensics": ("forensics.epochs=1",),
+    "calibrate": ("calibrate.steps=3", "calibrate.variants=[bi_s_me,me_s_ga]"),
+    "optimization": ("optimization.val_every=2",),
+}
 # What exists only on the command line, before Hydra has composed a config.
 COMMAND_LINE_ONLY = (
     *(f"{group.name}=nope" for group in sorted(CONF.iterdir()) if group.is_dir() and group.name != "hydra"),
@@ -316,7 +327,7 @@ def _present_keys(mode: str, data_model: str, dataset_overrides: tuple[str, ...]
                                                                           if o.startswith("dataset="))])  # fmt: skip
     keys = [key for key in schema.TOP_LEVEL if key != "mode" and key in cfg] + ["fold"]
     for section, options in schema.MODE_OPTIONS.items():
-        keys += [f"{section}.{key}" for key in options if key in cfg[section]]
+        keys += [f"{section}.{key}" for key in options if section in cfg and key in cfg[section]]
     for section, options in (("dataset", schema.DATASET), ("data_model", schema.DATA_MODEL),
                              ("task_model", schema.TASK_MODEL), ("trainer", schema.TRAINER),
                              ("tracking", schema.TRACKING)):  # fmt: skip
@@ -395,9 +406,11 @@ def in_process_draw(number: int, seed: int, long: bool = False) -> Draw:
         )
     for position, key in enumerate(chosen):
         spec = SPEC.get(key) or BEYOND_SCHEMA[key]
-        if key == "data_model.kind":
-            spec = Values((data_model,), spec.invalid, either=tuple(k for k in ("static", "parametrized", "raw", "nn")
-                                                                   if k != data_model))  # fmt: skip
+        if key == "data_model._target_":
+            own = DATA_MODEL_TARGETS[data_model]
+            spec = Values(
+                (own,), spec.invalid, either=tuple(t for t in DATA_MODEL_TARGETS.values() if t != own)
+            )
         kinds, weights = DRAW_KINDS[kind]
         if position == 0 and kind != "valid":  # the first value off the valid path (if the key has one)
             kinds, weights = kinds[1:], weights[1:]
@@ -406,7 +419,7 @@ def in_process_draw(number: int, seed: int, long: bool = False) -> Draw:
         if picked is not None:
             drawn.append(picked[0])
             expectations.append(picked[1])
-    base = [*dataset_overrides, *TINY_MODES, "tracking.enabled=false"]
+    base = [*dataset_overrides, *TINY_MODES[mode], "tracking.enabled=false"]
     overrides = (*base, *(o for o in drawn if not o.startswith("dataset=")))
     return Draw(number, seed, tuple(overrides), tuple(drawn), _combine(expectations))
 
@@ -668,6 +681,7 @@ def test_fixed_defects_stay_fixed(example, command_line, tmp_path, fuzz_files, f
     if command_line:
         run_command_line(Draw(-1, SEED, example, example, "error"), tmp_path, fuzz_data)
     else:
-        overrides = (*SIM_MICROSCOPY, *TINY_MODES, "tracking.enabled=false", *example)
+        mode = next((item.split("=")[1] for item in example if item.startswith("mode=")), "synthesis")
+        overrides = (*SIM_MICROSCOPY, *TINY_MODES[mode], "tracking.enabled=false", *example)
         run_in_process(Draw(-1, SEED, overrides, example, "error"), tmp_path, fuzz_files, fuzz_data, capfd,
                        monkeypatch)  # fmt: skip

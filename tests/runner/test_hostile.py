@@ -263,7 +263,7 @@ def test_a_diverging_training_stops_with_one_sentence_and_stores_no_cell(cli, tm
         (["synthesis.test=[]"], "synthesis.test must be 'all' or a non-empty list"),
         (["synthesis.train=[]"], "synthesis.train must be 'all' or a non-empty list"),
         (["batch_size=0"], "batch_size must be an integer of at least 1"),
-        (["seed=abc"], "seed must be an integer; got 'abc'"),
+        (["seed=abc"], "seed must be an integer from 0 to 4294967295; got 'abc'"),
         (["dataset=microscopy"], "dataset=microscopy needs dataset.root="),
         (["dataset=dng_folder"], "dataset=dng_folder needs dataset.root="),
         (["dataset.intensity=abc"], "dataset.intensity must be a finite number in (0, 1]"),
@@ -305,7 +305,7 @@ def test_labels_naming_a_single_class_are_one_sentence(cli, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("file,label\n" + "".join(f"img{i},only\n" for i in range(4)))
     done = cli("dataset=dng_folder", f"dataset.root={root}", f"dataset.labels_csv={labels}")
-    one_sentence_exit_2(done, "single class", "at least two classes")
+    one_sentence_exit_2(done, "has a single class ('only') among its 4 images", "at least two classes")
 
 
 def test_a_full_disk_is_one_sentence_naming_the_folder_and_the_space(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from raw2logit.controls.calibration.fit import fit
 from raw2logit.controls.calibration.metrics import image_metrics
 from raw2logit.controls.calibration.optimise import calibration_loss
 from raw2logit.controls.calibration.pairs import CalibrationPairs, read_pairs
-from raw2logit.controls.calibration.result import CalibrationResult, effective_colour_matrix, residual_figure
+from raw2logit.controls.calibration.result import CalibrationResult, effective_colour_matrix
 from raw2logit.controls.calibration.simulate import quantise, simulate_pairs
 
 __all__ = [
@@ -45,6 +45,5 @@ __all__ = [
     "image_metrics",
     "quantise",
     "read_pairs",
-    "residual_figure",
     "simulate_pairs",
 ]

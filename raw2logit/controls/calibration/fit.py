@@ -252,7 +252,7 @@ def fit(
         if with_delta_e:
             psnr, delta_e = pooled(evaluate_pairs(pipeline, eval_raw, eval_target, margin)[0])
         else:
-            psnr, delta_e = heldout_psnr(pipeline), float("nan")
+            psnr, delta_e = heldout_psnr(pipeline), None  # not computed (empty in variants.csv)
         loss = train_loss(pipeline)
         table[candidate.label] = {"variant": candidate.variant, "white_balance_first": candidate.white_balance_first,
                                   "stage": stage, "train_loss": loss, "heldout_psnr": psnr, "heldout_delta_e": delta_e}  # fmt: skip

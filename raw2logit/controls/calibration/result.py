@@ -14,7 +14,6 @@ from raw2logit.data.files import write_json_atomic
 from raw2logit.isp.camera import CameraParams
 from raw2logit.isp.parametrized import ParametrizedPipeline
 
-RESIDUAL_GAIN = 10  # |fitted - target| is shown this many times brighter in residuals.png
 # The chosen structure "does not follow the device's demosaic" when its error on the strongest-edge
 # tenth of the pixels (metrics.EDGE_SHARE) is more than EDGE_GAP_DB above its error elsewhere and the
 # fit is below FOLLOWS_PSNR: colour and tone fit, the remaining error sits where demosaics differ.
@@ -171,6 +170,8 @@ class CalibrationResult:
             writer.writerow(["candidate", *columns, "chosen"])
             for name, row in self.variants.items():
                 writer.writerow([name, *(row.get(column, "") for column in columns), int(name == self.label)])
+        from raw2logit.report.figures import residual_figure
+
         residual_figure(self.examples, f"{self.label}, {self.evaluated_on} pairs", paths["residuals"])
         self.pipeline.save_theta_json(paths["pipeline"])
         return paths
@@ -186,27 +187,3 @@ def _json_ready(value):
         return str(value)
     return value
 
-
-def residual_figure(examples: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
-    """Target, fitted view and ``RESIDUAL_GAIN`` x |difference| for each example (H, W, 3) pair."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        max(len(examples), 1), 3, figsize=(8, 2.6 * max(len(examples), 1)), squeeze=False
-    )
-    for row, (name, target, fitted) in enumerate(examples):
-        panels = (target, fitted, np.clip(RESIDUAL_GAIN * np.abs(fitted - target), 0, 1))
-        labels = (f"{name}: device", "fitted data model", f"|difference| x {RESIDUAL_GAIN}")
-        for ax, image, label in zip(axes[row], panels, labels):
-            ax.imshow(np.clip(image, 0, 1))
-            ax.set_title(label, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

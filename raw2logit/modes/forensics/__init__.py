@@ -14,6 +14,7 @@ from pathlib import Path
 from raw2logit.errors import InputError
 from raw2logit.modes.common import (
     Context,
+    announce_resume,
     check_finite_result,
     device,
     finish_run,
@@ -32,61 +33,72 @@ RESULTS_IGNORE = ("forensics.tolerance",)
 TASK_MODEL_IGNORE = ("forensics", "lambda")
 
 
-def checkpoint_from_run(ctx: Context, run_id: str) -> Path:
-    """Download the task model checkpoint (the ``.pt`` artifact) logged with an MLflow run."""
+def checkpoint_from_run(ctx: Context, source: str) -> Path:
+    """The task model checkpoint behind ``forensics.from_run``: a run id (the first ``.pt`` it logged),
+    ``runs:/<run id>/<path>`` (that file, or the first ``.pt`` under that folder) or a logged or
+    registered model, ``models:/<model id>`` or ``models:/<name>/<version>`` (the weights-only
+    checkpoint raw2logit stores inside each task model it logs). Only that checkpoint is read:
+    a model's pickle is never loaded."""
     import tempfile
 
     import mlflow
-    from mlflow.tracking import MlflowClient
+
+    def first_checkpoint(folder: Path) -> Path:
+        found = sorted(folder.rglob("*.pt"))
+        if not found:
+            raise FileNotFoundError(f"no .pt file under {folder.name}")
+        return found[0]
 
     try:
-        client = MlflowClient(tracking_uri=ctx.tracker.uri)
-        pending, found = [""], []
-        while pending and not found:
-            for item in client.list_artifacts(run_id, pending.pop()):
-                if item.is_dir:
-                    pending.append(item.path)
-                elif item.path.endswith(".pt"):
-                    found.append(item.path)
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=found[0], dst_path=tempfile.mkdtemp(),
-                                                   tracking_uri=ctx.tracker.uri)  # fmt: skip
-        return Path(path)
+        target = Path(tempfile.mkdtemp(prefix="raw2logit-from-run-"))
+        uri = source if source.startswith(("runs:/", "models:/")) else f"runs:/{source}/"
+        with ctx.tracker._fluent():  # models:/ resolves through the registry of this store
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+        return first_checkpoint(path) if path.is_dir() else path
     except Exception as error:
         raise InputError(
-            f"forensics.from_run={run_id}: no task model checkpoint (.pt) could be fetched from that run "
-            f"({type(error).__name__}); synthesis logs one with each train pipeline x fold run."
+            f"forensics.from_run={source}: no task model checkpoint (.pt) could be fetched from it "
+            f"({type(error).__name__}); expected a run id, runs:/<run id>/<path> or models:/<model> of a "
+            "synthesis cell's or forensics' task model."
         ) from None
 
 
-def train_task_model(cfg, dataset, data_model, raw, train_index, fold: int, path: Path) -> Path:
-    """Train a task model on the data model's views (at its initial θ) of a training fold."""
+def train_task_model(ctx: Context, data_model, raw, train_index, fold: int, path: Path, parent) -> Path:
+    """Train a task model on the data model's views (at its initial θ) of a training fold, in its own
+    MLflow run below ``parent`` (logged live; the model ends it as an MLflow model)."""
     import torch
     from omegaconf import OmegaConf
 
     from raw2logit.controls.synthesis import train_cell
     from raw2logit.tasks.checkpoints import save_task_model
 
+    cfg, dataset, tracker = ctx.cfg, ctx.dataset, ctx.tracker
     log(f"training the task model on {data_model.variant} views of fold {fold} ({len(train_index)} images)")
     with torch.no_grad():
         views = torch.cat([data_model(raw[train_index[i : i + 64]].to(device(cfg))).cpu()
                            for i in range(0, len(train_index), 64)])  # fmt: skip
-    module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg), views,
-                        dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model")  # fmt: skip
-    metadata = {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "pipeline": data_model.variant,
-                "fold": fold, "task": dataset.task, "num_classes": dataset.num_classes}  # fmt: skip
-    return save_task_model(module.task_model, module.normalise.as_dict(), path, metadata)
+    with tracker.run(f"task model {data_model.variant} fold {fold}", {"fold": fold}, parent=parent,
+                     tags={"raw2logit.train_pipeline": data_model.variant, "raw2logit.fold": str(fold)}) as run_id:  # fmt: skip
+        module = train_cell(make_module_factory(cfg, dataset), make_trainer_factory(cfg, tracker), views,
+                            dataset.targets[train_index], cfg.batch_size, cfg.seed + fold, "task model",
+                            run_id=run_id)  # fmt: skip
+        metadata = {"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "pipeline": data_model.variant,
+                    "fold": fold, "task": dataset.task, "num_classes": dataset.num_classes}  # fmt: skip
+        save_task_model(module.task_model, module.normalise.as_dict(), path, metadata)
+        tracker.log_model(run_id, module.task_model, views[:1], path)
+    return path
 
 
 def run(ctx: Context) -> dict:
     """Drift forensics: adversarial search over θ against a frozen task model."""
     import torch
+    from hydra.utils import instantiate
 
     from raw2logit.controls.forensics import run_search
     from raw2logit.controls.synthesis import Subset
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.files import write_json_atomic
     from raw2logit.data.splits import kfold_splits
-    from raw2logit.isp.specs import parametrized_data_model
     from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure
     from raw2logit.tasks.checkpoints import load_task_checkpoint
@@ -116,14 +128,14 @@ def run(ctx: Context) -> dict:
     results = store.with_name(f"{store.name}-{fold}")  # a checkpoint decides its own held-out fold
     folder = ctx.run_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    options_dm = cfg.data_model
+    spec = instantiate(cfg.data_model)  # the parametrized data model (raw2logit.config checks it)
 
     def fresh_data_model():
-        return parametrized_data_model(dataset.camera, options_dm.get("theta"),
-                                       bool(options_dm.get("normalize_output", False)),
-                                       options_dm.get("tone_curve", "power"))  # fmt: skip
+        return spec.build(dataset.camera)
 
-    with mode_run(ctx, f"forensics λ={lam:g} {options.target}", results) as run_id:
+    announce_resume(results, int((results / "result.json").exists()), 1)
+    tags = {"raw2logit.lambda": f"{lam:g}", "raw2logit.target": options.target, "raw2logit.fold": str(fold)}
+    with mode_run(ctx, f"forensics λ={lam:g} {options.target}", results, tags) as run_id:
         data_model = fresh_data_model().to(device(cfg))
         trained = Path(cfg.paths.results) / (
             f"task-model-{cfg.dataset.name}-{results_key(cfg, FOLDER, TASK_MODEL_IGNORE)}.pt"
@@ -131,7 +143,7 @@ def run(ctx: Context) -> dict:
         if checkpoint is None:
             with file_lock(trained.with_suffix(".lock")):  # parallel λ jobs train it once
                 if not trained.exists():
-                    train_task_model(cfg, dataset, data_model, raw, train_index, fold, trained)
+                    train_task_model(ctx, data_model, raw, train_index, fold, trained, run_id)
             checkpoint = load_task_checkpoint(trained, dataset)
         task_model, normalisation, info = checkpoint
         ctx.tracker.log_params(run_id, {"task_model_source": str(options.from_run or source or trained)})
@@ -151,8 +163,8 @@ def run(ctx: Context) -> dict:
                     train_targets=dataset.targets[train_index], test_raw=Subset(raw, test_index),
                     test_targets=dataset.targets[test_index], lam=float(lam), target=options.target,
                     regularizer=options.regularizer, epochs=options.epochs, batch_size=cfg.batch_size, lr=options.lr,
-                    plausible=options.plausible, make_trainer=make_trainer_factory(cfg, max_epochs=options.epochs),
-                    seed=cfg.seed, log=log,
+                    plausible=options.plausible, seed=cfg.seed, log=log, run_id=run_id,
+                    make_trainer=make_trainer_factory(cfg, ctx.tracker, max_epochs=options.epochs),
                 )  # fmt: skip
                 result["task_model"] = {k: v for k, v in info.items() if k != "normalisation"}
                 check_finite_result(result, ("metric_before", "metric_after", "l2"), "forensic search")
@@ -172,14 +184,22 @@ def run(ctx: Context) -> dict:
                                                                      "metric_before", "metric_after", "l2")}}  # fmt: skip
         log(f"\nforensics λ={lam:g} target={options.target}: {result['metric']} {result['metric_before']:.3f} -> "
             f"{result['metric_after']:.3f}, ℓ2 {result['l2']:.4g}; artifacts in {folder}")  # fmt: skip
-        ctx.tracker.log_metrics(run_id, {"metric_before": result["metric_before"], "metric_after": result["metric_after"],
-                                         "l2": result["l2"]})  # fmt: skip
-        for entry in result["history"]:
-            ctx.tracker.log_metrics(
-                run_id, {"search_metric": entry["metric"], "search_l2": entry["l2"]}, step=entry["epoch"]
-            )
+        ctx.tracker.log_metrics(run_id, sweep_metrics(result))
         finish_run(ctx, run_id, summary, folder, data_model, raw[test_index[:3]])
     return summary
+
+
+def sweep_metrics(result: dict) -> dict:
+    """What a λ x θ-group sweep compares in the MLflow UI: the task's metric before and after the search
+    (``accuracy_after``, ``iou_after``), ℓ2, λ and log10 λ (λ spans decades)."""
+    import math
+
+    metric, lam = result["metric"], result["lambda"]
+    values = {f"{metric}_before": result["metric_before"], f"{metric}_after": result["metric_after"],
+              f"{metric}_drop": result["metric_drop"], "l2": result["l2"], "lambda": lam}  # fmt: skip
+    if lam > 0:
+        values["log10_lambda"] = math.log10(lam)
+    return values
 
 
 def assemble_sweep(config, sweep_dir: Path) -> dict | None:

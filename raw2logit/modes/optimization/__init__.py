@@ -14,6 +14,7 @@ from pathlib import Path
 
 from raw2logit.modes.common import (
     Context,
+    announce_resume,
     finish_run,
     log,
     make_module_factory,
@@ -29,21 +30,10 @@ RESULTS_IGNORE = ("fold", "lambda")
 
 def data_model_factory(cfg, dataset):
     """A function returning a fresh data model of the ``data_model`` group (trained in the step)."""
-    from raw2logit.controls.optimization import RawPacking, UNetDataModel
-    from raw2logit.isp.specs import parametrized_data_model
+    from hydra.utils import instantiate
 
-    options, camera = cfg.data_model, dataset.camera
-
-    def make():
-        if options.kind == "parametrized":
-            model = parametrized_data_model(camera, options.get("theta"), bool(options.get("normalize_output", False)),
-                                            options.get("tone_curve", "power"))  # fmt: skip
-            return model.set_trainable("all" if options.learn else [])
-        if options.kind == "raw":
-            return RawPacking(camera.pattern)
-        return UNetDataModel(camera.pattern, options.get("width", 16))
-
-    return make
+    spec = instantiate(cfg.data_model)
+    return lambda: spec.build(dataset.camera)
 
 
 def _fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_data_model, raw, splits) -> dict:
@@ -52,7 +42,6 @@ def _fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_dat
     from raw2logit.controls.synthesis import Subset
     from raw2logit.data.files import write_json_atomic
     from raw2logit.runtime import deferred_interrupts
-    from raw2logit.tasks.task import Task
 
     cfg, dataset = ctx.cfg, ctx.dataset
     train_index, test_index = splits[fold]
@@ -65,21 +54,22 @@ def _fold(ctx: Context, results: Path, run_id, fold: int, setting: str, make_dat
     if dataset.normalisation == "auto":
         normalisation = mean_views_statistics(make_data_model(), raw, train_index)
     base = make_module_factory(cfg, dataset, make_data_model)
-    outcome = train_setting(
-        make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg),
-        train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
-        test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
-        fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
-    )  # fmt: skip
-    record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
-    data_model = outcome["module"].data_model
-    metric = Task.of(dataset).metric_name
-    with deferred_interrupts():  # the fold's files and its record are written together
-        if hasattr(data_model, "save_theta_json"):
-            data_model.save_theta_json(results / f"theta_fold{fold}.json")
-        write_json_atomic(done, record)
-        for row in record["rows"]:
-            ctx.tracker.log_metrics(run_id, {f"val_{metric}_fold{fold}": row["metric"]}, step=row["step"])
+    tags = {"raw2logit.fold": str(fold), "raw2logit.setting": setting}
+    with ctx.tracker.run(f"{setting} fold {fold}", {"fold": fold}, parent=run_id, tags=tags) as child:
+        outcome = train_setting(
+            make_module=functools.partial(base, normalisation), make_trainer=make_trainer_factory(cfg, ctx.tracker),
+            train_raw=Subset(raw, train_index), train_targets=dataset.targets[train_index],
+            test_raw=Subset(raw, test_index), test_targets=dataset.targets[test_index], setting=setting,
+            fold=fold, every=cfg.optimization.val_every, batch_size=cfg.batch_size, seed=cfg.seed + fold, log=log,
+            run_id=child,
+        )  # fmt: skip
+        record = {"rows": outcome["rows"], "thetas": outcome["thetas"], "seconds": outcome["seconds"]}
+        data_model = outcome["module"].data_model
+        with deferred_interrupts():  # the fold's files and its record are written together
+            if hasattr(data_model, "save_theta_json"):
+                data_model.save_theta_json(results / f"theta_fold{fold}.json")
+                ctx.tracker.log_artifact(child, results / f"theta_fold{fold}.json")
+            write_json_atomic(done, record)
     return record
 
 
@@ -87,19 +77,19 @@ def run(ctx: Context) -> dict:
     """Drift optimization: data model and task model trained together (or the data model frozen)."""
     import pandas as pd
     import torch
+    from hydra.utils import instantiate
 
-    from raw2logit.controls.optimization import describe_setting, table2
+    from raw2logit.controls.optimization import table2
     from raw2logit.data.dataset import RawInputs
     from raw2logit.data.splits import kfold_splits
-    from raw2logit.isp.specs import parametrized_data_model
     from raw2logit.locks import file_lock
     from raw2logit.report.figures import comparison_figure, curves_figure
     from raw2logit.tasks.task import Task
 
     cfg, dataset = ctx.cfg, ctx.dataset
+    spec = instantiate(cfg.data_model)
     make_data_model = data_model_factory(cfg, dataset)
-    kind, learn = cfg.data_model.kind, bool(cfg.data_model.get("learn", False))
-    setting = describe_setting(kind, learn, dataset.intensity)
+    setting = spec.describe(dataset.intensity)
     splits = kfold_splits(dataset, cfg.folds, cfg.seed)
     fold_ids = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
     raw = RawInputs(dataset)
@@ -107,6 +97,7 @@ def run(ctx: Context) -> dict:
     folder = ctx.run_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     metric = Task.of(dataset).metric_name
+    announce_resume(results, sum((results / f"fold{k}.json").exists() for k in fold_ids), len(fold_ids))
     with mode_run(ctx, f"optimization {setting}", results) as run_id:
         rows, thetas = [], {}
         for fold in fold_ids:
@@ -129,16 +120,13 @@ def run(ctx: Context) -> dict:
             first = folder / f"theta_fold{fold_ids[0]}.json"
             (folder / "theta.json").write_text(first.read_text())
             # Sample views: the data model at its initial θ (frozen) against the learned one.
-            initial = functools.partial(parametrized_data_model, dataset.camera, cfg.data_model.get("theta"),
-                                        bool(cfg.data_model.get("normalize_output", False)),
-                                        cfg.data_model.get("tone_curve", "power"))  # fmt: skip
-            shown = initial().load_theta(json.loads(first.read_text())["theta"]).eval()
+            shown = make_data_model().load_theta(json.loads(first.read_text())["theta"]).eval()
             with torch.no_grad():
-                frozen_views, learned_views = initial().eval()(sample).numpy(), shown(sample).numpy()
+                frozen_views, learned_views = make_data_model().eval()(sample).numpy(), shown(sample).numpy()
             comparison_figure([(dataset.names[i], a, b) for i, a, b in zip(splits[fold_ids[0]][1][:3], frozen_views, learned_views)],
                               ("frozen Φ(x, θ_stat)", "learned Φ(x, θ)"), folder / "samples.png")  # fmt: skip
         stats = table2(history)
-        summary = {"mode": "optimization", "metric": metric, "setting": setting, "data_model": kind, "learn": learn,
+        summary = {"mode": "optimization", "metric": metric, "setting": setting, "data_model": spec.name, "learn": spec.learn,
                    "intensity": dataset.intensity, "folds": fold_ids, "table2": stats}  # fmt: skip
         entry = stats[setting]
         log(f"\n{setting}: validation {metric} over steps and folds {entry['mean']:.3f} ± {entry['std']:.3f} "

@@ -15,6 +15,7 @@ import numpy as np
 
 from raw2logit.modes.common import (
     Context,
+    announce_resume,
     device,
     finish_run,
     log,
@@ -48,12 +49,35 @@ def cell_record(results: Path, train: str, fold: int) -> Path:
     return results / "mlflow" / train / f"fold{fold}.json"
 
 
-def log_cell(ctx: Context, results: Path, run_id, cell: dict) -> None:
-    """The cell's MLflow child run (metrics, cell file, model), written once and completed later if an
-    interruption or a crash left it unfinished: the child's id is noted before anything is logged."""
+def open_cell(ctx: Context, results: Path, run_id, train: str, fold: int) -> str | None:
+    """The cell's MLflow child run, opened before it trains (its training logs into it live); its id
+    is noted beside the results at once, so a later run can complete what an interruption left."""
+    from raw2logit.data.files import write_json_atomic
+
+    if not ctx.tracker.enabled or run_id is None:
+        return None
+    note = cell_record(results, train, fold)
+    record = json.loads(note.read_text()) if note.exists() else {}
+    if record.get("tracking_uri") == ctx.tracker.uri and record.get("status") != "FINISHED":
+        # An interrupted attempt at this cell: its half-logged run goes to the trash, so each cell
+        # keeps one child run, the one that finished.
+        ctx.tracker.discard(record.get("run_id"))
+    child = ctx.tracker.start(f"{train} fold {fold}", {"train": train, "fold": fold}, parent=run_id,
+                              tags={"raw2logit.train_pipeline": train, "raw2logit.fold": str(fold)})  # fmt: skip
+    if child is not None:
+        write_json_atomic(cell_record(results, train, fold),
+                          {"run_id": child, "tracking_uri": ctx.tracker.uri, "status": "RUNNING"})  # fmt: skip
+    return child
+
+
+def log_cell(ctx: Context, results: Path, run_id, cell: dict, example) -> None:
+    """The cell's results in its MLflow child run (metrics, cell file, and the task model as an MLflow
+    model), which then ends FINISHED; a child an interruption or a crash left unfinished is completed,
+    one that was never opened (tracking was off or another store) is opened now."""
     from raw2logit.controls.synthesis import cell_path, model_file
     from raw2logit.data.files import write_json_atomic
     from raw2logit.runtime import deferred_interrupts
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
 
     tracker = ctx.tracker
     if not tracker.enabled or run_id is None:
@@ -67,18 +91,18 @@ def log_cell(ctx: Context, results: Path, run_id, cell: dict) -> None:
         return
     with deferred_interrupts():
         child = record.get("run_id") if record and tracker.status(record["run_id"]) else None
+        child = child or open_cell(ctx, results, run_id, train, fold)
         if child is None:
-            child = tracker.start(f"{train} fold {fold}", {"train": train, "fold": fold}, parent=run_id,
-                                  tags={"raw2logit.train_pipeline": train, "raw2logit.fold": str(fold)})  # fmt: skip
-            if child is None:
-                return
-            write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "RUNNING"})
+            return
         metrics = {f"test.{k}": v for k, v in cell["test"].items()}
         metrics.update({f"corruption.{k}": v for k, v in cell["corruptions"].items()})
-        if not tracker.has_metrics(child):
-            tracker.log_metrics(child, {**metrics, "clean": cell["clean"], "seconds": cell["seconds"]})
+        tracker.log_metrics(child, {**metrics, cell["metric"]: cell["clean"], "seconds": cell["seconds"]})
         tracker.log_artifact(child, cell_path(results, train, fold))
-        tracker.log_artifact(child, model_file(results, train, fold), "model")
+        model = model_file(results, train, fold)
+        if model.exists():
+            tracker.log_artifact(child, model, "model")  # what forensics.from_run=<run id> reads
+            task_model, _, _ = load_task_checkpoint(model, ctx.dataset)
+            tracker.log_model(child, task_model, example, model)  # ends the run FINISHED
         tracker.end(child)
         write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "FINISHED"})
 
@@ -100,19 +124,43 @@ def run(ctx: Context) -> dict:
     results = results_store(cfg, FOLDER, RESULTS_IGNORE, b"".join(spec_digest(spec) for spec in specs))
     views = ViewCache(ctx.dataset, Path(cfg.paths.cache) / "views", cfg.data_model.backend, device(cfg), log=log,
                       specs=specs)  # fmt: skip
+    folds = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
+    units = [cell_path(results, spec_name(s), k) for s in train_specs for k in folds]
+    announce_resume(results, sum(path.exists() for path in units), len(units))
     with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
-        cells = run_synthesis(
+        example = views.views(spec_name(train_specs[0]))[[0]]  # the input example of the logged models
+        open_cells = []
+
+        def start_cell(train, fold):
+            open_cells.append(open_cell(ctx, results, run_id, train, fold))
+            return open_cells[-1]
+
+        def finish_cell(cell):
+            try:
+                log_cell(ctx, results, run_id, cell, example)
+            finally:  # an interruption deferred to the end of log_cell finds the child already FINISHED
+                open_cells.pop()
+
+        try:
+            cells = run_synthesis(
             dataset=ctx.dataset, views=views, train_names=[spec_name(s) for s in train_specs],
             test_names=[spec_name(s) for s in test_specs], folds=cfg.folds, fold=cfg.fold, seed=cfg.seed,
             severity=cfg.synthesis.severity, corruption_names=corruption_names(cfg.synthesis.corruptions),
-            make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg),
+            make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg, ctx.tracker),
             batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models,
-            on_cell=lambda cell: log_cell(ctx, results, run_id, cell), log=log,
+            on_cell=finish_cell, on_cell_start=start_cell, log=log,
             model_metadata={"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "dataset": cfg.dataset.name},
-        )  # fmt: skip
+            )  # fmt: skip
+        except BaseException as error:  # the cell in training ends with the run (FAILED, or KILLED)
+            for child in filter(None, open_cells):
+                if isinstance(error, Exception):
+                    ctx.tracker.fail(child, error)
+                else:
+                    ctx.tracker.end(child, "KILLED")
+            raise
         for cell in cells:  # records an earlier run left unfinished are completed now
             with file_lock(cell_path(results, cell["train"], cell["fold"]).with_suffix(".lock")):
-                log_cell(ctx, results, run_id, cell)
+                log_cell(ctx, results, run_id, cell, example)
         for cell in cells:  # the run directory holds its own cells (a sweep assembles from them)
             write_json_atomic(cell_path(ctx.run_dir, cell["train"], cell["fold"]), cell)
         summary = assemble(cells, ctx.run_dir, PIPELINE_ORDER)
@@ -143,9 +191,8 @@ def print_summary(summary: dict, directory: Path) -> None:
     if summary.get("libraw", {}).get("test") is not None:
         real = summary["libraw"]
         names = ", ".join(name[len(LIBRAW_PREFIX) :] for name in real["algorithms"])
-        log(
-            f"LibRaw (a real-world ISP: {names}): {real['train']:.3f} -> {real['test']:.3f} (train -> LibRaw's views)"
-        )
+        own = f"{real['train']:.3f} -> " if real["train"] is not None else ""
+        log(f"LibRaw (a real-world ISP: {names}): {own}{real['test']:.3f} (train -> LibRaw's views)")
     if "corruptions" in summary:
         cc = summary["corruptions"]
         log(f"Common Corruptions (severity {cc['severity']}): {cc['train']:.3f} -> {cc['test']:.3f}")
