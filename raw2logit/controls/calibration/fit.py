@@ -317,6 +317,7 @@ def fit(
         f"{progress.steps} steps of {1000 * step_cost:.0f} ms in {progress.elapsed():.1f} s"
     )
     timing = {"seconds": fit_seconds, "steps": progress.steps, "seconds_per_step": step_cost,
+              "median_seconds_per_step": float(np.median(progress.durations)) if progress.durations else 0.0,
               "pixels_per_step": batches.pixels}  # fmt: skip
     examples = [(names[i], eval_target[k].astype(np.float64), views[k]) for k, i in enumerate(evaluate[:3])]
     return CalibrationResult(

@@ -34,7 +34,7 @@ GROUP_LR = {
 }
 FINAL_LR_FRACTION = 0.01  # cosine decay of every group's learning rate down to this fraction
 # Pixels per step: whole training images up to this many, random crops beyond (one per pair).
-BATCH_PIXELS = 9 * 96 * 96
+BATCH_PIXELS = 9 * 48 * 48
 PROGRESS_SECONDS = 3.0
 
 
@@ -109,6 +109,7 @@ class Progress:
         self.started = self.last = time.perf_counter()
         self.steps = 0  # every step of every stage, for the cost per step
         self.step_seconds = 0.0
+        self.durations: list[float] = []  # seconds of each step (its median is robust to a busy machine)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -155,6 +156,7 @@ def optimise(
     )
     started = time.perf_counter()
     for step in range(steps):
+        step_started = time.perf_counter()
         raw, target, valid = batches.next()
         optimiser.zero_grad(set_to_none=True)
         loss = calibration_loss(pipeline(raw), target, valid)
@@ -165,6 +167,7 @@ def optimise(
         schedule.step()
         if "curve" in groups:
             project_monotone(pipeline)
+        progress.durations.append(time.perf_counter() - step_started)
         progress.update(what, step + 1, steps, float(loss.detach()))
     progress.steps += steps
     progress.step_seconds += time.perf_counter() - started
