@@ -230,15 +230,28 @@ TASK_MODEL = {
     "weights_path": optional(text),
 }
 # Lightning's values; what only the machine can tell (a GPU) is checked when the run starts.
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 TRAINER = {
     "accelerator": one_of(("cpu", "gpu", "cuda", "mps", "auto")),
     "devices": devices,
     "num_nodes": integer(1),
-    "precision": one_of(("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")),
+    # Lightning takes 32 or "32"; the command line gives an integer for trainer.precision=32
+    "precision": lambda value: (
+        None
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) in PRECISIONS
+        else f"one of {', '.join(PRECISIONS)}"
+    ),
     "strategy": text,
     "deterministic": lambda value: (
         None if isinstance(value, bool) or value == "warn" else "true, false or 'warn'"
     ),
+}
+# The keys each data model's _target_ takes (raw2logit.isp.specs): a key of another option is refused.
+DATA_MODEL_KEYS = {
+    "static": ("backend",),
+    "parametrized": ("learn", "lr", "normalize_output", "theta", "tone_curve"),
+    "raw": ("learn", "lr"),
+    "nn": ("learn", "lr", "width"),
 }
 DATA_MODEL = {
     "_target_": one_of(tuple(DATA_MODEL_TARGETS.values())),
@@ -323,6 +336,10 @@ def _check(cfg: DictConfig) -> None:
     data_model = next(
         name for name, target in DATA_MODEL_TARGETS.items() if target == cfg.data_model._target_
     )
+    foreign = [key for key in cfg.data_model if key != "_target_" and key not in DATA_MODEL_KEYS[data_model]]
+    if foreign:
+        raise InputError(f"data_model.{foreign[0]} is not an option of the {data_model} data model "
+                         f"({cfg.data_model._target_}); its options: {', '.join(DATA_MODEL_KEYS[data_model]) or 'none'}.")  # fmt: skip
     if cfg.mode in needs and data_model not in needs[cfg.mode]:
         what = {"synthesis": "trains on the static pipelines' views", "forensics": "searches θ of the parametrized "
                 "data model", "optimization": "trains a data model inside the training step"}[cfg.mode]  # fmt: skip

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from raw2logit import config as schema
 from raw2logit.names import BAYER_PATTERNS, DATA_MODEL_TARGETS, THETA_GROUPS
@@ -197,7 +198,8 @@ SPEC: dict[str, Values] = {
     # gamma (forensics.target) acts only with the power curve: curve may be refused in one sentence
     "data_model.tone_curve": Values(("power",), ("gamma", "[power]", *NAME_WRONG), either=("curve", "srgb")),
     "data_model.width": integer(("4", "16"), 1),
-    "task_model.width": integer(("4", "8"), 1),
+    # null: the family's default width (task_model=small); other families may refuse it in one sentence
+    "task_model.width": Values(("4", "8"), tuple(v for v in integer((), 1).invalid if v != "null"), either=("null",)),
     "task_model.encoder": Values((), ("''", "[]")),  # unetpp only
     "task_model.pretrained": Values(("false",), BOOL_WRONG),
     "task_model.weights_path": OPTIONAL_FILE,
@@ -582,7 +584,11 @@ def run_in_process(draw: Draw, tmp_path: Path, files, data: Path, capfd, monkeyp
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a tracked draw logs to its own store
     monkeypatch.chdir(tmp_path)  # an empty or relative path lands here, not in the repository
     environment = dict(os.environ)  # the run sets offline variables for the process: undone below
-    cfg = compose_config(list(draw.overrides))
+    try:
+        cfg = compose_config(list(draw.overrides))
+    except ConfigCompositionException as error:  # a key the drawn group lacks: run.py says it in one sentence
+        judge(draw, 2, "", f"error: {str(error).splitlines()[0]}\n", None, outputs, run_dir)
+        return
     capfd.readouterr()
     summary, code, trace = None, 0, ""
     try:

@@ -169,7 +169,9 @@ class CalibrationResult:
             ]
             writer.writerow(["candidate", *columns, "chosen"])
             for name, row in self.variants.items():
-                writer.writerow([name, *(row.get(column, "") for column in columns), int(name == self.label)])
+                # ΔE is computed for the contenders only (a candidate ranked out at the shared colour has none)
+                cells = ["not scored" if row.get(column) is None else row[column] for column in columns]
+                writer.writerow([name, *cells, int(name == self.label)])
         from raw2logit.report.figures import residual_figure
 
         residual_figure(self.examples, f"{self.label}, {self.evaluated_on} pairs", paths["residuals"])
