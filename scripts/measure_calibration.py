@@ -40,7 +40,9 @@ def forward_backward_seconds(pipeline, raw: torch.Tensor, repeats: int = 30) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
@@ -96,14 +98,18 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
     print(f"\n{args.count} pairs of {args.size}x{args.size}, {args.threads} thread(s); written to {out}\n")
-    print("| camera | LibRaw | chosen | held-out PSNR (dB) | ΔE2000 | metadata start: PSNR, ΔE | every pair better "
-          "| demosaic followed | fit (s) | ms/step (median) | step / (fwd+bwd) |")
+    print(
+        "| camera | LibRaw | chosen | held-out PSNR (dB) | ΔE2000 | metadata start: PSNR, ΔE | every pair better "
+        "| demosaic followed | fit (s) | ms/step (median) | step / (fwd+bwd) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['camera']} | {r['algorithm']} | {r['chosen']} | {r['psnr']:.2f} | {r['delta_e']:.2f} | "
-              f"{r['initial_psnr']:.2f}, {r['initial_delta_e']:.2f} | {'yes' if r['improves_every_pair'] else 'no'} | "
-              f"{'yes' if r['follows_demosaic'] else 'no'} (edges {r['edge_psnr']:.1f} dB) | {r['seconds']:.1f} | "
-              f"{1000 * r['median_seconds_per_step']:.0f} | {r['step_over_forward_backward']:.2f} |")
+        print(
+            f"| {r['camera']} | {r['algorithm']} | {r['chosen']} | {r['psnr']:.2f} | {r['delta_e']:.2f} | "
+            f"{r['initial_psnr']:.2f}, {r['initial_delta_e']:.2f} | {'yes' if r['improves_every_pair'] else 'no'} | "
+            f"{'yes' if r['follows_demosaic'] else 'no'} (edges {r['edge_psnr']:.1f} dB) | {r['seconds']:.1f} | "
+            f"{1000 * r['median_seconds_per_step']:.0f} | {r['step_over_forward_backward']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

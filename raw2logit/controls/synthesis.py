@@ -336,7 +336,9 @@ def assemble(cells: list[dict], out_dir: Path, pipeline_order: Sequence[str] = (
         summary["libraw"] = {
             "algorithms": real_isp,
             # the rows' own pipelines, when they are columns too (None otherwise, as "isp")
-            "train": float(np.mean(own)) if (own := [matrix.loc[t, t] for t in rows if t in matrix.columns]) else None,
+            "train": float(np.mean(own))
+            if (own := [matrix.loc[t, t] for t in rows if t in matrix.columns])
+            else None,
             "test": float(np.nanmean(values)) if values.size else None,
             "per_algorithm": {c: float(matrix.loc[rows, c].mean()) for c in real_isp} if rows else {},
         }

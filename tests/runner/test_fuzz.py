@@ -140,7 +140,7 @@ SPEC: dict[str, Values] = {
         ("all", *(g for g in THETA_GROUPS if g != "curve")),
         ("saturation", "ALL", "[]", "[all]", *NAME_WRONG),
         either=("curve",),
-    ),  # fmt: skip
+    ),
     "forensics.regularizer": names(("l2", "ssim"), "l1"),
     "forensics.epochs": integer(("1", "2"), 1),
     "forensics.lr": number(("0.002", "0.1"), low_open=True, either=("1e6", "1e30")),
@@ -199,7 +199,9 @@ SPEC: dict[str, Values] = {
     "data_model.tone_curve": Values(("power",), ("gamma", "[power]", *NAME_WRONG), either=("curve", "srgb")),
     "data_model.width": integer(("4", "16"), 1),
     # null: the family's default width (task_model=small); other families may refuse it in one sentence
-    "task_model.width": Values(("4", "8"), tuple(v for v in integer((), 1).invalid if v != "null"), either=("null",)),
+    "task_model.width": Values(
+        ("4", "8"), tuple(v for v in integer((), 1).invalid if v != "null"), either=("null",)
+    ),
     "task_model.encoder": Values((), ("''", "[]")),  # unetpp only
     "task_model.pretrained": Values(("false",), BOOL_WRONG),
     "task_model.weights_path": OPTIONAL_FILE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,4 +187,3 @@ def _json_ready(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
