@@ -67,6 +67,9 @@ def check_machine(cfg: DictConfig) -> None:
 
 
 def _main(cfg: DictConfig):
+    from raw2logit.runtime import idle_threads_sleep
+
+    idle_threads_sleep()  # before anything imports torch
     from raw2logit import modes
     from raw2logit.config import check_config
     from raw2logit.modes.common import Context, build_dataset, build_tracker, log
@@ -75,14 +78,15 @@ def _main(cfg: DictConfig):
 
     check_config(cfg)
     offline_libraries()
+    log(f"raw2logit {cfg.mode} on {cfg.dataset.name}")  # at once: importing torch and Lightning takes seconds
     check_machine(cfg)
     directory = check_writable(run_dir(cfg), "hydra.run.dir")
     check_writable(Path(cfg.paths.outputs), "paths.outputs")
     with console_log(directory / "run.log"):  # the job's console output, kept beside its results
         keep_freed_memory()
         _quiet_libraries()
+        log(f"results in {directory}")
         tracker = build_tracker(cfg)
-        log(f"raw2logit {cfg.mode} on {cfg.dataset.name}; results in {directory}")
         if tracker.enabled:
             log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
         mode = modes.get(cfg.mode)

@@ -15,16 +15,15 @@ import argparse
 import sys
 from functools import partial
 
-from raw2logit.data.download import (
-    DATASET_DOI,
-    DATASET_LICENSE,
+from raw2logit.data.download import download_record, human_size
+from raw2logit.data.layout import (
     DATASET_TITLES,
     DATASETS,
+    DOI,
+    LICENSE,
     ZENODO_RECORD_URL,
     LayoutReport,
     check_layout,
-    download_record,
-    human_size,
 )
 from raw2logit.errors import InputError
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Layout of {args.root}:")
     print_layout(summary.layout)
     log(
-        f"Data: DOI {DATASET_DOI} (https://doi.org/{DATASET_DOI}), license {DATASET_LICENSE}; please cite "
+        f"Data: DOI {DOI} (https://doi.org/{DOI}), license {LICENSE}; please cite "
         "Oala et al., Data Models for Dataset Drift Controls in Machine Learning With Optical Images."
     )
     if summary.layout.missing and not args.only and not args.no_unpack:

@@ -24,7 +24,7 @@ def pipelines_figure(out: Path) -> Path:
     with tempfile.TemporaryDirectory() as root:
         cells = sim_microscopy(root, num_images=12, size=128, seed=3)
         low = sim_microscopy(root, num_images=12, size=128, seed=3, intensity=0.05)
-        drone = sim_drone(root, num_images=1, height=256, width=256, car_length_px=40, tile_size=128, seed=1)
+        drone = sim_drone(root, num_images=1, height=512, width=512, scale=0.5, seed=1)
         rows = [("microscopy", cells, 2), ("microscopy, I=0.05", low, 2), ("drone", drone, 0)]
         fig, axes = plt.subplots(len(rows), 13, figsize=(22, 5.6))
         for row, (label, dataset, index) in enumerate(rows):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raw2logit.data.dng_folder import SRGB_TO_XYZ
+from raw2logit.data.dng import SRGB_TO_XYZ
 
 # DNG CFAPattern codes: 0 red, 1 green, 2 blue, for the 2x2 block read row by row.
 CFA_CODES = {"RGGB": [0, 1, 1, 2], "BGGR": [2, 1, 1, 0], "GRBG": [1, 0, 2, 1], "GBRG": [1, 2, 0, 1]}

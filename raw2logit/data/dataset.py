@@ -84,24 +84,6 @@ class RawDataset:
         raw = self.raw if indices is None else self.raw[np.asarray(indices)]
         return torch.from_numpy(raw.astype(np.float32) / np.float32(self.white_level)).clamp_(0.0, 1.0)
 
-    def subset(self, indices) -> RawDataset:
-        indices = np.asarray(indices)
-        return RawDataset(
-            raw=self.raw[indices],
-            white_level=self.white_level,
-            targets=self.targets[indices],
-            task=self.task,
-            camera=self.camera,
-            names=[self.names[i] for i in indices],
-            classes=list(self.classes),
-            groups=self.groups[indices],
-            intensity=self.intensity,
-            cameras=None if self.cameras is None else [self.cameras[i] for i in indices],
-            name=self.name,
-            skipped=list(self.skipped),
-            normalisation=self.normalisation,
-        )
-
 
 class RawInputs:
     """Normalised raw mosaics of a dataset, indexed lazily: ``inputs[indices]`` -> (n, H, W) float32."""

@@ -4,7 +4,7 @@ The datasets are Zenodo record 5235536 (DOI 10.5281/zenodo.5235536, CC-BY 4.0). 
 serves the record as JSON with a ``files`` list (name, size, md5, download link); every file is
 streamed to ``<name>.part``, resumed with an HTTP Range request after an interruption, checked
 against its md5 and size, and only then renamed into place. Archives are unpacked into the data
-root so that the loaders find::
+root (``raw2logit.data.archives``) so that the loaders find (``raw2logit.data.layout``)::
 
     <root>/microscopy/images/raw_scale001 ... raw_scale100/*.tiff
     <root>/microscopy/labels/Ma190c_annotations.dat
@@ -21,30 +21,19 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from raw2logit.data.archives import is_archive
+from raw2logit.data.archives import unpack as unpack_archive  # download_record has a flag named unpack
+from raw2logit.data.layout import ZENODO_RECORD_URL, LayoutReport, check_layout
 from raw2logit.errors import InputError
 
-ZENODO_RECORD_URL = "https://zenodo.org/api/records/5235536"
-DATASET_DOI = "10.5281/zenodo.5235536"
-DATASET_LICENSE = "CC-BY 4.0"
-
-DATASETS = ("microscopy", "drone")
-DATASET_TITLES = {"microscopy": "Raw-Microscopy", "drone": "Raw-Drone"}
-INTENSITY_FOLDERS = tuple(
-    f"raw_scale{percent:03d}" for percent in (1, 5, 10, 25, 50, 75, 100)
-)  # I_ratio 0.01 ... 1.0
-MICROSCOPY_LABELS = "Ma190c_annotations.dat"
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 DOWNLOADS_FOLDER = "downloads"
 
 _USER_AGENT = "raw2logit-downloader (python urllib)"
@@ -78,31 +67,6 @@ class DownloadSummary:
 
     def count(self, status: str) -> int:
         return sum(1 for _, _, file_status in self.files if file_status == status)
-
-
-@dataclass(frozen=True)
-class LayoutReport:
-    """Which datasets the loaders will find under ``root``.
-
-    Attributes:
-        root: the data root that was checked.
-        scales: dataset -> the ``raw_scale*`` folders that hold images (present datasets only).
-        missing: dataset -> one sentence saying what is missing (absent datasets only).
-    """
-
-    root: Path
-    scales: dict[str, tuple[str, ...]]
-    missing: dict[str, str]
-
-    @property
-    def present(self) -> tuple[str, ...]:
-        return tuple(name for name in DATASETS if name in self.scales)
-
-    def require(self, *datasets: str) -> None:
-        """Raise ``InputError`` with the first missing dataset's sentence (all datasets if none named)."""
-        for name in datasets or DATASETS:
-            if name in self.missing:
-                raise InputError(self.missing[name])
 
 
 def human_size(size: int | None) -> str:
@@ -374,188 +338,6 @@ def _next_report(written: int, total: int | None) -> int:
     return (written // step + 1) * step
 
 
-# ------------------------------------------------------------------------------------------- unpacking
-
-
-def is_archive(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _skip_member(name: str) -> bool:
-    # macOS archivers add resource forks ('__MACOSX/', '._name') that the loaders would read as images.
-    parts = PurePosixPath(name).parts
-    return bool(parts) and (parts[0] == "__MACOSX" or parts[-1].startswith("._"))
-
-
-def _check_member(archive: Path, name: str) -> None:
-    normalised = name.replace("\\", "/")
-    path = PurePosixPath(normalised)
-    if (
-        not normalised
-        or normalised.startswith("/")
-        or (len(normalised) > 1 and normalised[1] == ":")
-        or ".." in path.parts
-    ):
-        raise InputError(
-            f"The archive {archive} contains the member {name!r} that points outside the data root; "
-            "expected relative paths only, so nothing was extracted."
-        )
-
-
-def unpack(archive: str | os.PathLike, root: str | os.PathLike) -> list[str]:
-    """Extract a .zip/.tar(.gz/.bz2/.xz) archive into ``root``; returns the top-level entries it wrote.
-
-    Every member path is checked before anything is written: absolute paths, ``..`` components and
-    (in tars) links or device files raise ``InputError``. Members keep their paths, except that a
-    ``microscopy/`` or ``drone/`` folder found one level down (``Raw-Drone/drone/...``) is moved up
-    to ``root/drone``. Folders merge with what is already in ``root``; files of the same name are
-    replaced. Extraction goes through a staging folder inside ``root``, removed at the end.
-    """
-    archive, root = Path(archive), Path(root)
-    if not is_archive(archive):
-        raise InputError(f"{archive} is not an archive; expected one of {', '.join(ARCHIVE_SUFFIXES)}.")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".unpacking-{archive.name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        if archive.name.lower().endswith(".zip"):
-            _extract_zip(archive, staging)
-        else:
-            _extract_tar(archive, staging)
-        staging.mkdir(exist_ok=True)
-        return _place(staging, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-_unpack_archive = unpack  # ``download_record`` has a flag of the same name
-
-
-def _extract_zip(archive: Path, staging: Path) -> None:
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            members = [member for member in bundle.infolist() if not _skip_member(member.filename)]
-            for member in members:
-                _check_member(archive, member.filename)
-            for member in members:
-                bundle.extract(member, staging)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-        raise InputError(
-            f"The archive {archive} is not a readable zip file ({error}); expected a valid zip."
-        ) from None
-
-
-def _extract_tar(archive: Path, staging: Path) -> None:
-    try:
-        with tarfile.open(archive) as bundle:
-            members = [member for member in bundle.getmembers() if not _skip_member(member.name)]
-            for member in members:
-                _check_member(archive, member.name)
-                if not (member.isfile() or member.isdir()):
-                    raise InputError(
-                        f"The archive {archive} contains {member.name!r}, which is a link or special file; "
-                        "expected only files and folders, so nothing was extracted."
-                    )
-            staging.mkdir(parents=True, exist_ok=True)
-            if hasattr(tarfile, "data_filter"):
-                bundle.extractall(staging, members=members, filter="data")
-            else:  # Python < 3.10.12/3.11.4: the checks above are the protection
-                bundle.extractall(staging, members=members)
-    except (tarfile.TarError, EOFError) as error:
-        raise InputError(
-            f"The archive {archive} is not a readable tar file ({error}); expected a valid tar."
-        ) from None
-
-
-def _place(staging: Path, root: Path) -> list[str]:
-    placed: list[str] = []
-    for top in sorted(staging.iterdir()):
-        if top.name in DATASETS:
-            _merge(top, root / top.name)
-            placed.append(top.name)
-            continue
-        if top.is_dir():
-            for name in DATASETS:
-                if (top / name).is_dir():
-                    _merge(top / name, root / name)
-                    placed.append(name)
-            if not any(top.iterdir()):
-                top.rmdir()
-                continue
-        _merge(top, root / top.name)
-        placed.append(top.name)
-    return sorted(set(placed))
-
-
-def _merge(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, merging folders and replacing files of the same name."""
-    if not target.exists():
-        os.replace(source, target)
-    elif source.is_dir() and target.is_dir():
-        for child in list(source.iterdir()):
-            _merge(child, target / child.name)
-        source.rmdir()
-    elif source.is_file() and target.is_file():
-        os.replace(source, target)
-    else:
-        raise InputError(
-            f"Unpacking would replace {target} with a {'folder' if source.is_dir() else 'file'}; "
-            "expected the same kind of entry, so move it away and run again."
-        )
-
-
-# -------------------------------------------------------------------------------------------- layout
-
-
-def _images(folder: Path, suffixes: tuple[str, ...]) -> bool:
-    return folder.is_dir() and any(path.suffix.lower() in suffixes for path in folder.iterdir())
-
-
-def _scale_folders(images: Path, suffixes: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name for name in INTENSITY_FOLDERS if _images(images / name, suffixes))
-
-
-def check_layout(root: str | os.PathLike) -> LayoutReport:
-    """Report which datasets the loaders will find under ``root`` and, for the others, what is missing.
-
-    A dataset counts as present when its labels (microscopy) or masks (drone) exist and at least one
-    ``raw_scale*`` folder holds raw images; ``LayoutReport.scales`` lists those folders.
-    """
-    root = Path(root)
-    scales: dict[str, tuple[str, ...]] = {}
-    missing: dict[str, str] = {}
-    expected_folders = f"{INTENSITY_FOLDERS[0]} ... {INTENSITY_FOLDERS[-1]}"
-
-    microscopy = root / "microscopy"
-    labels = microscopy / "labels" / MICROSCOPY_LABELS
-    found = _scale_folders(microscopy / "images", (".tif", ".tiff"))
-    if not microscopy.is_dir():
-        missing["microscopy"] = f"Raw-Microscopy is missing: expected the folder {microscopy}."
-    elif not found:
-        missing["microscopy"] = (
-            f"Raw-Microscopy is incomplete: expected .tiff images in {microscopy / 'images'}/{expected_folders}."
-        )
-    elif not labels.is_file():
-        missing["microscopy"] = f"Raw-Microscopy is incomplete: expected the labels file {labels}."
-    else:
-        scales["microscopy"] = found
-
-    drone = root / "drone"
-    masks = drone / "masks_full"
-    found = _scale_folders(drone / "images_full", (".dng", ".tif", ".tiff"))
-    if not drone.is_dir():
-        missing["drone"] = f"Raw-Drone is missing: expected the folder {drone}."
-    elif not found:
-        missing["drone"] = (
-            f"Raw-Drone is incomplete: expected .dng or .tif images in {drone / 'images_full'}/{expected_folders}."
-        )
-    elif not _images(masks, (".png",)):
-        missing["drone"] = f"Raw-Drone is incomplete: expected .png masks in {masks}."
-    else:
-        scales["drone"] = found
-    return LayoutReport(root=root, scales=scales, missing=missing)
-
-
 # ------------------------------------------------------------------------------------------- a record
 
 
@@ -640,7 +422,7 @@ def download_record(
             log(f"{remote.name}: already unpacked")
             continue
         try:
-            entries = _unpack_archive(destination, root)
+            entries = unpack_archive(destination, root)
         except InputError as error:
             log(f"  FAILED: {error}")
             failures.append(str(error))

@@ -23,14 +23,18 @@ import numpy as np
 
 from raw2logit.data.dataset import RawDataset
 from raw2logit.data.files import BadFiles, read_mask, read_raw, write_json_atomic, write_mask, write_tiff
-from raw2logit.data.microscopy import DOI, dataset_dir, load_camera
-from raw2logit.data.sensor import intensity_folder
+from raw2logit.data.layout import (
+    DOI,
+    DRONE_IMAGES,
+    DRONE_MASK_SUFFIXES,
+    DRONE_MASKS,
+    DRONE_RAW_SUFFIXES,
+    intensity_folder,
+)
+from raw2logit.data.microscopy import dataset_dir, load_camera
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
 
-RAW_SUFFIXES = (".dng", ".tif", ".tiff")
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
-NORMALISATION = {"mean": (0.35, 0.36, 0.35), "std": (0.12, 0.11, 0.12)}
 CLASSES = ["background", "car"]
 
 
@@ -40,8 +44,8 @@ def _files(folder: Path, suffixes) -> list[Path]:
 
 def pair_captures(image_folder: Path, mask_folder: Path, bad: BadFiles) -> list[tuple[Path, Path]]:
     """Match each full capture with its mask by file stem; unmatched files are bad files."""
-    images = _files(image_folder, RAW_SUFFIXES)
-    masks = _files(mask_folder, MASK_SUFFIXES)
+    images = _files(image_folder, DRONE_RAW_SUFFIXES)
+    masks = _files(mask_folder, DRONE_MASK_SUFFIXES)
     pairs, used = [], set()
     # A mask belongs to the capture with the longest stem that starts it ("cap1" must not take "cap10_mask").
     owner = {}
@@ -78,15 +82,15 @@ def build_tiles(base: Path, intensity: float, tile_size: int, on_bad_file: str) 
     mask_dir = base / f"masks_tiles_{tile_size}"
     manifest_path = image_dir / "manifest.json"
     bad = BadFiles(on_bad_file)
-    if not (base / "images_full" / level).is_dir():
+    if not (base / DRONE_IMAGES / level).is_dir():
         raise InputError(
-            f"Expected the intensity folder {base / 'images_full' / level} for dataset.intensity={intensity}; "
+            f"Expected the intensity folder {base / DRONE_IMAGES / level} for dataset.intensity={intensity}; "
             f"Raw-Drone comes from Zenodo (DOI {DOI})."
         )
-    pairs = pair_captures(base / "images_full" / level, base / "masks_full", bad)
+    pairs = pair_captures(base / DRONE_IMAGES / level, base / DRONE_MASKS, bad)
     if not pairs:
         raise InputError(
-            f"No capture with a mask found in {base / 'images_full' / level} and {base / 'masks_full'}; "
+            f"No capture with a mask found in {base / DRONE_IMAGES / level} and {base / DRONE_MASKS}; "
             f"Raw-Drone comes from Zenodo (DOI {DOI})."
         )
     stamp = {"tile_size": tile_size, "sources": _source_stamp([p for pair in pairs for p in pair])}
@@ -156,7 +160,7 @@ def load_drone(
     if tile_size < 2 or tile_size % 2:
         raise InputError(f"dataset.tile_size must be even and at least 2; got {tile_size}.")
     base = dataset_dir(
-        root, "drone", "masks_full", f"Raw-Drone comes from Zenodo (DOI {DOI}); `make data` downloads it."
+        root, "drone", DRONE_MASKS, f"Raw-Drone comes from Zenodo (DOI {DOI}); `make data` downloads it."
     )
     image_dir = build_tiles(base, intensity, tile_size, on_bad_file)
     manifest = json.loads((image_dir / "manifest.json").read_text())

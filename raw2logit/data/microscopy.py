@@ -19,20 +19,16 @@ import numpy as np
 
 from raw2logit.data.dataset import RawDataset
 from raw2logit.data.files import BadFiles, read_raw
-from raw2logit.data.sensor import intensity_folder
+from raw2logit.data.layout import DOI, LABELS_FILE, MICROSCOPY_IMAGES, MICROSCOPY_LABELS, intensity_folder
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
 
-DOI = "10.5281/zenodo.5235536"
-LABELS_FILE = "Ma190c_annotations.dat"
 CLASS_CODES = (
     "BAS", "EBO", "EOS", "KSC", "LYA", "LYT", "MMZ", "MOB",
     "MON", "MYB", "MYO", "NGB", "NGS", "PMB", "PMO", "UNC",
 )  # fmt: skip
 EXCLUDED_FILES = ("Ma190c_lame3_zone13_composite_Mcropped_2.tiff",)
 MIN_IMAGES_PER_CLASS = 5  # classes with <= 4 images are dropped
-# View normalisation used for training in the paper (per channel mean, std).
-NORMALISATION = {"mean": (0.91, 0.84, 0.94), "std": (0.08, 0.12, 0.05)}
 
 
 def dataset_dir(root: str | Path, name: str, expected: str, source: str) -> Path:
@@ -94,14 +90,14 @@ def load_microscopy(
         ``RawDataset`` for classification, classes sorted by code.
     """
     source = f"Raw-Microscopy comes from Zenodo (DOI {DOI}); `make data` downloads it."
-    base = dataset_dir(root, "microscopy", f"labels/{LABELS_FILE}", source)
-    folder = base / "images" / intensity_folder(intensity)
+    base = dataset_dir(root, "microscopy", f"{MICROSCOPY_LABELS}/{LABELS_FILE}", source)
+    folder = base / MICROSCOPY_IMAGES / intensity_folder(intensity)
     if not folder.is_dir():
         raise InputError(
             f"Expected the intensity folder {folder} for dataset.intensity={intensity}; {source}"
         )
     bad = BadFiles(on_bad_file)
-    pairs = read_labels(base / "labels" / LABELS_FILE, bad)
+    pairs = read_labels(base / MICROSCOPY_LABELS / LABELS_FILE, bad)
     pairs = [(stem, code) for stem, code in pairs if f"{stem}.tiff" not in EXCLUDED_FILES]
     codes = [code for _, code in pairs]
     classes = sorted(c for c in set(codes) if codes.count(c) >= min_class_size)

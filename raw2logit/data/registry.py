@@ -11,7 +11,7 @@ from pathlib import Path
 from raw2logit.data.dataset import RawDataset
 from raw2logit.data.drone import load_drone
 from raw2logit.data.microscopy import load_microscopy
-from raw2logit.data.simulator import simulate_drone, simulate_microscopy
+from raw2logit.data.simulator import scaled_size, simulate_drone, simulate_microscopy
 from raw2logit.locks import file_lock
 
 
@@ -35,13 +35,19 @@ def sim_microscopy(root, intensity=1.0, num_images=240, size=64, seed=0, pattern
         return _with(load_microscopy(root, intensity, on_bad_file, min_class_size=1), name, normalisation)
 
 
-def sim_drone(root, intensity=1.0, num_images=6, height=256, width=384, car_length_px=16.0, tile_size=64, seed=0,
-              pattern="RGGB", on_bad_file="raise", name="sim_drone", normalisation=None) -> RawDataset:  # fmt: skip
-    """Simulated car segmentation from tiled aerial captures (see ``simulator.simulate_drone``)."""
+def sim_drone(root, intensity=1.0, num_images=6, height=1024, width=1536, scale=1.0, gsd_m=0.06, car_length_m=4.5,
+              tile_size=256, seed=0, pattern="RGGB", on_bad_file="raise", name="sim_drone",
+              normalisation=None) -> RawDataset:  # fmt: skip
+    """Simulated car segmentation from tiled aerial captures (see ``simulator.simulate_drone``).
+
+    ``height``, ``width`` and ``tile_size`` are sensor pixels at scale 1 (Raw-Drone's); the captures
+    and the tiles are rendered and cut at ``scale`` of them.
+    """
     with _lock(root):
-        simulate_drone(root, num_captures=num_images, height=height, width=width, car_length_px=car_length_px,
-                       intensities=(intensity,), seed=seed, pattern=pattern)  # fmt: skip
-        return _with(load_drone(root, intensity, tile_size, on_bad_file), name, normalisation)
+        simulate_drone(root, num_captures=num_images, height=height, width=width, scale=scale, gsd_m=gsd_m,
+                       car_length_m=car_length_m, intensities=(intensity,), seed=seed, pattern=pattern)  # fmt: skip
+        dataset = load_drone(root, intensity, scaled_size(tile_size, scale), on_bad_file)
+        return _with(dataset, name, normalisation)
 
 
 def microscopy(root, intensity=1.0, on_bad_file="raise", name="microscopy", normalisation=None) -> RawDataset:

@@ -4,7 +4,8 @@ Microscopy: a bright-field blood smear (transmittance, Beer-Lambert absorption o
 and eosin) with one leukocyte per image; the classes differ in nucleus morphology, stain colour
 and fine granule texture, as the Raw-Microscopy classes do. Aerial: ground textures (grass,
 soil, asphalt, concrete, roads with markings) seen from above with cars of varied colour, size
-and orientation, and their binary masks.
+and orientation, and their binary masks; every size is given on the ground, in metres, and drawn
+at the ground sampling distance asked for.
 
 Everything is vectorised numpy on a pixel grid; randomness comes only from the given generator.
 """
@@ -171,84 +172,139 @@ CAR_PAINTS = (
     (0.05, 0.15, 0.07),  # green
 )
 
+# Sizes on the ground, metres: a typical car (Raw-Drone: ~75 px at its 6 cm ground sampling distance),
+# the patches of ground material, the grain of their texture, lane markings (3 m dashes every 9 m).
+CAR_LENGTH_M = 4.5
+MATERIAL_PATCH_M = 15.0
+GRAIN_M = (0.3, 1.5)
+MARKING_WIDTH_M, MARKING_DASH_M, MARKING_PERIOD_M = 0.15, 3.0, 9.0
+
+
+def _field(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian random field with correlation length ``sigma`` pixels.
+
+    Wide fields are drawn on a grid coarser by up to ``sigma / 4`` and interpolated: the same field
+    statistics at a cost that does not grow with ``sigma`` (a 15 m patch is 250 px at scale 1).
+    """
+    step = max(1, int(sigma // 4))
+    coarse = tuple(-(-side // step) + 2 for side in shape)
+    field = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma / step, mode="wrap")
+    if step > 1:
+        field = ndimage.zoom(field, step, order=1)
+    field = field[: shape[0], : shape[1]]
+    return field / (field.std() + 1e-12)
+
+
+def _grain(rng: np.random.Generator, shape, correlation_px: float) -> np.ndarray:
+    """Texture of correlation length ``correlation_px``; finer than a pixel it averages out within the
+    pixel (standard deviation falling with the correlation length, as for binned pixels)."""
+    return _field(rng, shape, max(correlation_px, 0.5)) * min(1.0, correlation_px)
+
 
 def render_aerial(
-    height: int, width: int, car_length_px: float, rng: np.random.Generator
+    height: int,
+    width: int,
+    metres_per_pixel: float,
+    rng: np.random.Generator,
+    car_length_m: float = CAR_LENGTH_M,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An aerial scene with roads, parking areas and cars.
+    """An aerial scene with roads, parking areas and cars, every size given on the ground.
+
+    The layout (roads, car positions, sizes, paints) is drawn in units of the scene's extent and of
+    the car length, from its own child of ``rng``: the same generator at another resolution
+    (``metres_per_pixel``, with height and width scaled alike) renders the same scene finer or
+    coarser, with cars ``car_length_m / metres_per_pixel`` pixels long.
 
     Args:
         height, width: image size in pixels.
-        car_length_px: typical car length in pixels (4.5 m at the capture's ground sampling distance).
+        metres_per_pixel: ground sampling distance of the rendered pixels (0.06 for Raw-Drone).
         rng: random generator.
+        car_length_m: typical car length in metres (each car 0.85-1.2 times it, 0.38-0.46 as wide).
 
     Returns:
         (reflectance (H, W, 3) linear in (0, 1], mask (H, W) uint8 with 1 on car pixels).
     """
-    y, x = np.meshgrid(np.arange(height, dtype=float), np.arange(width, dtype=float), indexing="ij")
-    scale = max(height, width)
-    # Ground: a patchwork of materials with texture at several scales.
+    layout, texture_rng = rng.spawn(2)
+    car_px = car_length_m / metres_per_pixel
+    shape = (height, width)
+    # Pixel centres: a coarse pixel samples the middle of the finer pixels it stands for.
+    y, x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    extent = max(height, width)
+    # Ground: a patchwork of materials with texture at two scales.
     materials = np.asarray(list(GROUND.values()))
-    weights = np.stack([_smooth_noise(rng, (height, width), scale / 8) for _ in materials])
-    choice = np.argmax(weights, axis=0)
-    ground = materials[choice]
-    texture = (
-        1 + 0.18 * _smooth_noise(rng, (height, width), 1.5) + 0.12 * _smooth_noise(rng, (height, width), 6)
-    )
-    image = ground * texture[..., None]
+    weights = np.stack([_field(texture_rng, shape, MATERIAL_PATCH_M / metres_per_pixel) for _ in materials])
+    image = materials[np.argmax(weights, axis=0)]
+    fine, coarse = (_grain(texture_rng, shape, grain / metres_per_pixel) for grain in GRAIN_M)
+    image = image * (1 + 0.18 * fine + 0.12 * coarse)[..., None]
 
-    # Roads: straight bands with lane markings; cars park along and on them.
+    # Roads: straight bands with dashed lane markings; cars park along and on them.
     lanes = []
-    for _ in range(rng.integers(1, 4)):
-        theta = rng.uniform(0, np.pi)
-        offset = rng.uniform(0.2, 0.8) * (height * abs(np.cos(theta)) + width * abs(np.sin(theta)))
-        road_width = rng.uniform(1.6, 2.6) * car_length_px
-        normal = y * np.cos(theta) + x * np.sin(theta)
-        distance = normal - offset
+    for _ in range(layout.integers(1, 4)):
+        theta = layout.uniform(0, np.pi)
+        offset = layout.uniform(0.2, 0.8) * (height * abs(np.cos(theta)) + width * abs(np.sin(theta)))
+        road_width = layout.uniform(1.6, 2.6) * car_px
+        distance = y * np.cos(theta) + x * np.sin(theta) - offset
         road = np.abs(distance) < road_width / 2
-        image[road] = np.asarray(ASPHALT) * (1 + 0.1 * _smooth_noise(rng, (height, width), 2))[road][:, None]
-        marking = (np.abs(distance) < 0.04 * car_length_px) & (
-            np.mod(y * np.sin(theta) - x * np.cos(theta), car_length_px) < 0.5 * car_length_px
-        )
-        image[marking] = MARKING
+        road_texture = 1 + 0.1 * _grain(texture_rng, shape, 0.5 / metres_per_pixel)
+        image = np.where(road[..., None], np.asarray(ASPHALT) * road_texture[..., None], image)
+        # Markings by their coverage of each pixel (box-filtered across the line): thinner than a
+        # pixel at coarse scales, they must fade rather than alias into random dots.
+        coverage = np.clip(MARKING_WIDTH_M / metres_per_pixel / 2 - np.abs(distance) + 0.5, 0, 1)
+        along = np.mod((y * np.sin(theta) - x * np.cos(theta)) * metres_per_pixel, MARKING_PERIOD_M)
+        coverage = coverage * (along < MARKING_DASH_M)
+        image = image + coverage[..., None] * (np.asarray(MARKING) - image)
         lanes.append((theta, offset, road_width))
 
-    mask = np.zeros((height, width), dtype=bool)
-    area = height * width / car_length_px**2
-    for _ in range(rng.poisson(0.25 * area) + 1):
-        length = car_length_px * rng.uniform(0.85, 1.2)
-        breadth = length * rng.uniform(0.38, 0.46)
-        if lanes and rng.random() < 0.8:  # on a road, aligned with it
-            theta, offset, road_width = lanes[rng.integers(len(lanes))]
-            along = rng.uniform(0, scale * 1.5) - 0.25 * scale
-            across = offset + rng.uniform(-0.3, 0.3) * road_width
+    mask = np.zeros(shape, dtype=bool)
+    area = height * width / car_px**2
+    for _ in range(layout.poisson(0.25 * area) + 1):
+        length = car_px * layout.uniform(0.85, 1.2)
+        breadth = length * layout.uniform(0.38, 0.46)
+        if lanes and layout.random() < 0.8:  # on a road, aligned with it
+            theta, offset, road_width = lanes[layout.integers(len(lanes))]
+            along = layout.uniform(0, extent * 1.5) - 0.25 * extent
+            across = offset + layout.uniform(-0.3, 0.3) * road_width
             cy = across * np.cos(theta) + along * np.sin(theta)
             cx = across * np.sin(theta) - along * np.cos(theta)
-            heading = theta + np.pi / 2 + rng.normal(0, 0.05)
+            heading = theta + np.pi / 2 + layout.normal(0, 0.05)
         else:  # parked anywhere, any orientation
-            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-            heading = rng.uniform(0, np.pi)
-        if not (-length < cy < height + length and -length < cx < width + length):
+            cy, cx = layout.uniform(0, height), layout.uniform(0, width)
+            heading = layout.uniform(0, np.pi)
+        paint = np.asarray(CAR_PAINTS[layout.integers(len(CAR_PAINTS))]) * layout.uniform(0.85, 1.15)
+        # The car, its shadow (the sun at one fixed azimuth) and its windows, within a window around it.
+        shift_y, shift_x = 0.2 * breadth, 0.15 * breadth
+        reach = np.hypot(length, breadth) / 2 + 0.15 * breadth + shift_y + 1
+        rows = slice(max(int(cy - reach), 0), min(int(np.ceil(cy + reach)) + 1, height))
+        cols = slice(max(int(cx - reach), 0), min(int(np.ceil(cx + reach)) + 1, width))
+        if rows.start >= rows.stop or cols.start >= cols.stop:
             continue
-        cos, sin = np.cos(heading), np.sin(heading)
-        u = (y - cy) * cos + (x - cx) * sin  # along the car
-        v = -(y - cy) * sin + (x - cx) * cos
-        corner = 0.25 * breadth
-        du, dv = np.abs(u) - (length / 2 - corner), np.abs(v) - (breadth / 2 - corner)
-        outside = np.hypot(np.maximum(du, 0), np.maximum(dv, 0)) + np.minimum(np.maximum(du, dv), 0) - corner
+        window_y, window_x = y[rows, cols] - cy, x[rows, cols] - cx
+        outside, u, v = _car_distance(window_y, window_x, heading, length, breadth)
         body = outside < 0
         if not body.any():
             continue
-        shadow = (outside < 0.15 * breadth) & ~body
-        shift = np.roll(np.roll(shadow, int(0.2 * breadth), axis=0), int(0.15 * breadth), axis=1)
-        image[shift & ~mask] *= 0.45
-        paint = np.asarray(CAR_PAINTS[rng.integers(len(CAR_PAINTS))]) * rng.uniform(0.85, 1.15)
-        image[body] = paint
+        shade, _, _ = _car_distance(window_y - shift_y, window_x - shift_x, heading, length, breadth)
+        shadow = (shade < 0.15 * breadth) & ~mask[rows, cols]
+        window = image[rows, cols]
+        window[shadow] *= 0.45
+        window[body] = paint
         glass = (
             body
             & (np.abs(v) < 0.36 * breadth)
             & (((u > 0.08 * length) & (u < 0.3 * length)) | ((u < -0.25 * length) & (u > -0.4 * length)))
         )
-        image[glass] = (0.04, 0.045, 0.05)
-        mask |= body
+        window[glass] = (0.04, 0.045, 0.05)
+        mask[rows, cols] |= body
     return np.clip(image, 1e-4, 1.0), mask.astype(np.uint8)
+
+
+def _car_distance(dy, dx, heading, length, breadth):
+    """Signed distance to a rounded-rectangle car outline (negative inside), and the coordinates
+    along (``u``) and across (``v``) the car, for offsets ``dy, dx`` from its centre (pixels)."""
+    cos, sin = np.cos(heading), np.sin(heading)
+    u = dy * cos + dx * sin
+    v = -dy * sin + dx * cos
+    corner = 0.25 * breadth
+    du, dv = np.abs(u) - (length / 2 - corner), np.abs(v) - (breadth / 2 - corner)
+    outside = np.hypot(np.maximum(du, 0), np.maximum(dv, 0)) + np.minimum(np.maximum(du, dv), 0) - corner
+    return outside, u, v

@@ -14,15 +14,13 @@ scene's linear reflectance at full exposure (paper Appendix A.1.1's data model, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams, check_pattern
-
-INTENSITIES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +101,36 @@ class SensorModel:
             name=self.name,
         )
 
+    def binned(self, scale: float) -> SensorModel:
+        """The same camera seen through pixels ``1 / scale`` times wider ((1/scale)² pixels averaged).
+
+        What a world rendered at ``scale`` of the sensor's resolution needs to stay consistent:
+        a coarse pixel collects the electrons of (1/scale)² sensor pixels (white level and full well
+        times 1/scale², read noise added in quadrature: times 1/scale) and averages them (gain times
+        scale², so a white object gives the same counts and ``camera_params()`` is unchanged); the
+        noise relative to the signal falls by ``scale``. The average is quantised once, at the ADC's
+        step (a true average of (1/scale)² readings is finer; this shows only in the darkest pixels
+        at the lowest intensities). The PSF shrinks with the pixels and gains the box of the coarse
+        pixel's aperture (variance (1 - scale²)/12 px², the sensor pixel's own aperture being part of
+        the measured PSF).
+
+        Args:
+            scale: rendered pixels per sensor pixel along a side, in (0, 1]; 1 is the sensor itself.
+        """
+        if not 0 < scale <= 1:
+            raise InputError(f"Simulation scale must lie in (0, 1]; got {scale}.")
+        if scale == 1:
+            return self
+        area = scale**2
+        return replace(
+            self,
+            gain=self.gain * area,
+            full_well=self.full_well / area,
+            read_noise=self.read_noise / scale,
+            white_electrons=self.white_electrons / area,
+            psf_sigma=float(np.sqrt((self.psf_sigma * scale) ** 2 + (1 - area) / 12)),
+        )
+
     # -- image formation ------------------------------------------------------------------
     def expose(self, radiance: np.ndarray, intensity: float, rng: np.random.Generator) -> np.ndarray:
         """Raw counts for one scene.
@@ -171,12 +199,3 @@ DRONE_CAMERA = SensorModel(
 )
 
 SENSORS = {"microscope": MICROSCOPE, "drone_camera": DRONE_CAMERA}
-
-
-def intensity_folder(intensity: float) -> str:
-    """Folder name of an intensity level in the published layout, e.g. 0.05 -> ``raw_scale005``."""
-    if not any(abs(intensity - level) < 1e-9 for level in INTENSITIES):
-        raise InputError(
-            f"Unknown intensity {intensity}; expected one of {', '.join(map(str, INTENSITIES))}."
-        )
-    return f"raw_scale{round(intensity * 100):03d}"

@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from raw2logit.data.files import write_json_atomic, write_mask, write_tiff
-from raw2logit.data.microscopy import LABELS_FILE
-from raw2logit.data.scenes import MICROSCOPY_CLASSES, render_aerial, render_blood_smear
-from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel, intensity_folder
+from raw2logit.data.layout import (
+    DRONE_IMAGES,
+    DRONE_MASKS,
+    LABELS_FILE,
+    MICROSCOPY_IMAGES,
+    MICROSCOPY_LABELS,
+    intensity_folder,
+)
+from raw2logit.data.scenes import CAR_LENGTH_M, MICROSCOPY_CLASSES, render_aerial, render_blood_smear
+from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel
 from raw2logit.errors import InputError
 
 _SCENE, _NOISE = 0, 1
@@ -108,30 +115,39 @@ def simulate_microscopy(
     order = np.random.default_rng([seed, 7]).permutation(np.arange(num_images) % len(classes))
     labels = [(f"sim_{i:05d}", classes[c]) for i, c in enumerate(order)]
     if not cached:
-        (folder / "labels").mkdir(exist_ok=True)
-        (folder / "labels" / LABELS_FILE).write_text("".join(f"{stem} {code}\n" for stem, code in labels))
+        (folder / MICROSCOPY_LABELS).mkdir(exist_ok=True)
+        (folder / MICROSCOPY_LABELS / LABELS_FILE).write_text(
+            "".join(f"{stem} {code}\n" for stem, code in labels)
+        )
         write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if missing:
         scenes = [
             render_blood_smear(code, size, _image_rng(seed, i, _SCENE)) for i, (_, code) in enumerate(labels)
         ]
-        (folder / "images").mkdir(exist_ok=True)
+        (folder / MICROSCOPY_IMAGES).mkdir(exist_ok=True)
         for intensity in missing:
             raws = {stem: sensor.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
                     for i, ((stem, _), scene) in enumerate(zip(labels, scenes))}  # fmt: skip
-            _write_level(folder / "images", intensity_folder(intensity), raws, ".tiff")
+            _write_level(folder / MICROSCOPY_IMAGES, intensity_folder(intensity), raws, ".tiff")
             record["intensities"].append(intensity_folder(intensity))
             write_json_atomic(folder / "simulation.json", record)
     return folder
 
 
+def scaled_size(pixels: int, scale: float) -> int:
+    """A length of ``pixels`` sensor pixels rendered at ``scale``, rounded to an even number (Bayer)."""
+    return 2 * max(1, round(pixels * scale / 2))
+
+
 def simulate_drone(
     root: str | Path,
     num_captures: int = 6,
-    height: int = 256,
-    width: int = 384,
-    car_length_px: float = 16.0,
+    height: int = 1024,
+    width: int = 1536,
+    scale: float = 1.0,
+    gsd_m: float = 0.06,
+    car_length_m: float = CAR_LENGTH_M,
     intensities=(1.0,),
     seed: int = 0,
     pattern: str | None = None,
@@ -139,42 +155,65 @@ def simulate_drone(
 ) -> Path:
     """Simulated aerial captures with car masks in the Raw-Drone layout under ``root/drone``.
 
+    The world is described at the sensor's resolution (scale 1: Raw-Drone's 6 cm ground sampling
+    distance, cars ~75 px long, PSF σ 2.52 px) and rendered at ``scale`` of it: images of
+    ``scale * height`` x ``scale * width`` pixels of ``gsd_m / scale`` metres, the same scene
+    (layout drawn independently of the resolution), cars ``scale`` times as long in pixels, and the
+    sensor binned alike (``SensorModel.binned``: PSF in pixels and noise scaled with the pixels). The
+    scale and the rendered geometry are recorded in ``simulation.json``.
+
     Args:
         root: dataset root (``dataset.root``).
         num_captures: number of full captures (tiles are cut by the drone loader).
-        height, width: capture size in pixels (even).
-        car_length_px: typical car length in pixels (75 px at the real 6 cm ground sampling distance).
+        height, width: capture size in sensor pixels at scale 1 (even).
+        scale: rendered pixels per sensor pixel along a side, in (0, 1] (a CPU-sized world: 0.25).
+        gsd_m: ground sampling distance of the sensor pixels, metres (Raw-Drone: 0.06).
+        car_length_m: typical car length, metres.
         intensities, seed, pattern, sensor: as for ``simulate_microscopy``.
 
     Returns:
         the ``drone`` folder.
     """
-    if height % 2 or width % 2:
-        raise InputError(f"Simulated capture size must be even; got {height}x{width}.")
+    if height % 2 or width % 2 or height < 2 or width < 2:
+        raise InputError(f"Simulated capture size must be even and positive; got {height}x{width}.")
+    if not gsd_m > 0:
+        raise InputError(f"Ground sampling distance gsd_m must be positive; got {gsd_m}.")
+    if not car_length_m > 0:
+        raise InputError(f"Car length car_length_m must be positive; got {car_length_m}.")
     for intensity in intensities:
         intensity_folder(intensity)  # validates before anything is written
     sensor = _sensor(sensor, pattern)
+    rendered = sensor.binned(scale)  # validates the scale
+    rows, cols = scaled_size(height, scale), scaled_size(width, scale)
+    metres_per_pixel = gsd_m / scale
     folder = Path(root).expanduser() / "drone"
-    parameters = {"num_captures": num_captures, "height": height, "width": width,
-                  "car_length_px": car_length_px, "seed": seed, "sensor": asdict(sensor), "version": 1}  # fmt: skip
+    parameters = {"num_captures": num_captures, "height": height, "width": width, "scale": scale, "gsd_m": gsd_m,
+                  "car_length_m": car_length_m, "seed": seed, "sensor": asdict(sensor), "version": 2}  # fmt: skip
     cached, record = _prepare(folder, parameters)
     stems = [f"sim_capture_{i:03d}" for i in range(num_captures)]
     missing = [i for i in intensities if intensity_folder(i) not in record["intensities"]]
     if not cached or missing:
         scenes = [
-            render_aerial(height, width, car_length_px, _image_rng(seed, i, _SCENE))
+            render_aerial(rows, cols, metres_per_pixel, _image_rng(seed, i, _SCENE), car_length_m)
             for i in range(num_captures)
         ]
         if not cached:
-            (folder / "masks_full").mkdir(exist_ok=True)
+            (folder / DRONE_MASKS).mkdir(exist_ok=True)
             for stem, (_, mask) in zip(stems, scenes):
-                write_mask(folder / "masks_full" / f"{stem}.png", mask)
+                write_mask(folder / DRONE_MASKS / f"{stem}.png", mask)
+            # The binned sensor develops exactly as the sensor itself: one camera at every scale.
             write_json_atomic(folder / "camera.json", sensor.camera_params().to_dict())
-        (folder / "images_full").mkdir(exist_ok=True)
+            record["rendered"] = {
+                "scale": scale, "height": rows, "width": cols, "metres_per_pixel": metres_per_pixel,
+                "car_length_px": car_length_m / metres_per_pixel, "psf_sigma_px": rendered.psf_sigma,
+                "white_electrons": rendered.white_electrons, "read_noise_electrons": rendered.read_noise,
+                "gain_dn_per_electron": rendered.gain,
+            }  # fmt: skip
+        (folder / DRONE_IMAGES).mkdir(exist_ok=True)
         for intensity in missing:
-            raws = {stem: sensor.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
+            raws = {stem: rendered.expose(scene, intensity, _image_rng(seed, i, _NOISE, intensity))
                     for i, (stem, (scene, _)) in enumerate(zip(stems, scenes))}  # fmt: skip
-            _write_level(folder / "images_full", intensity_folder(intensity), raws, ".tif")
+            _write_level(folder / DRONE_IMAGES, intensity_folder(intensity), raws, ".tif")
             record["intensities"].append(intensity_folder(intensity))
             write_json_atomic(folder / "simulation.json", record)
     return folder

@@ -1,4 +1,4 @@
-"""Φ_Proc: the data models (image signal processing) of raw2logit.
+"""The data models of raw2logit (the image signal processing; Φ_Proc in the paper).
 
 from raw2logit.isp import CameraParams, StaticPipeline, ParametrizedPipeline, STATIC_PIPELINE_NAMES
 from raw2logit.isp import reference   # the numpy oracle (imported on first use)
@@ -6,7 +6,8 @@ from raw2logit.isp import reference   # the numpy oracle (imported on first use)
 
 from raw2logit.isp.camera import PUBLISHED_CAMERAS, CameraParams, bayer_masks
 from raw2logit.isp.parametrized import ParametrizedPipeline, static_theta
-from raw2logit.isp.static import STAGE_NAMES, StaticPipeline, StaticPipelineBank
+from raw2logit.isp.static import StaticPipeline, StaticPipelineBank
+from raw2logit.isp.steps import STAGE_NAMES
 from raw2logit.names import (
     BAYER_PATTERNS,
     STATIC_PIPELINE_NAMES,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from raw2logit.isp.filters import correlate2d, gaussian_kernel1d, median_filter3x3
+from raw2logit.isp.filters import (
+    correlate2d,
+    correlate_separable,
+    gaussian_kernel1d,
+    median_filter3x3,
+    on_cpu_without_autograd,
+)
 
 DENOISE_SIGMA = 0.5
 
@@ -24,6 +30,9 @@ def gaussian_denoise(luma: torch.Tensor, kernel: torch.Tensor | None = None) -> 
             may be an ``nn.Parameter``.
     """
     if kernel is None:
+        if on_cpu_without_autograd(luma):
+            taps = gaussian_kernel1d(DENOISE_SIGMA).tolist()
+            return correlate_separable(luma, taps, taps, mode="reflect")
         kernel = gaussian_denoise_kernel(dtype=luma.dtype, device=luma.device)
     return correlate2d(luma, kernel, mode="reflect")
 

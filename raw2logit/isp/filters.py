@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from raw2logit.errors import InputError
+from raw2logit.isp.buffers import empty_output
 
 PADDING_MODES = ("reflect", "mirror", "constant", "nearest")
 _CPU_GROUP_MULTIPLE = 16
@@ -45,18 +46,25 @@ def _boundary_indices(size: int, before: int, after: int, mode: str, device) -> 
     raise InputError(f"Unknown padding mode {mode!r}; expected one of {', '.join(PADDING_MODES)}.")
 
 
-def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect") -> torch.Tensor:
+def pad2d(
+    x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect", dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Pad the last two dimensions as scipy.ndimage's boundary ``mode`` extends an image.
 
     Args:
         x: tensor of shape (*, H, W).
         pad: (top, bottom, left, right) widths.
         mode: ``reflect``, ``mirror``, ``constant`` (zeros) or ``nearest``, with scipy's meaning.
+        dtype: dtype of the result (default ``x.dtype``).
 
     Returns:
         tensor of shape (*, H + top + bottom, W + left + right).
     """
     top, bottom, left, right = pad
+    if not (torch.is_grad_enabled() and x.requires_grad) and mode in ("reflect", "mirror"):
+        if max(top, bottom) < x.shape[-2] and max(left, right) < x.shape[-1]:
+            return _pad_into(x, pad, mode, dtype or x.dtype)
+    x = x if dtype is None else x.to(dtype)
     if mode == "constant":
         return F.pad(x, (left, right, top, bottom))
     if mode not in PADDING_MODES:
@@ -76,6 +84,32 @@ def pad2d(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str = "reflect"
     if left or right:
         x = _pad_dim(x, -1, left, right, mode)
     return x
+
+
+def _pad_into(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str, dtype: torch.dtype) -> torch.Tensor:
+    """``reflect`` or ``mirror`` padding narrower than the image, cast to ``dtype`` on the way: the
+    image is written once into a new buffer (``empty_output``, so without a page fault per 4 KiB
+    in a process with glibc's default settings) and the strips are copied from it, so a cast
+    costs no buffer of its own."""
+    top, bottom, left, right = pad
+    height, width = x.shape[-2:]
+    padded = empty_output((*x.shape[:-2], height + top + bottom, width + left + right), dtype, x.device)
+    rows, columns = slice(top, top + height), slice(left, left + width)
+    padded[..., rows, columns] = x
+    skip = 0 if mode == "reflect" else 1  # mirror does not repeat the edge sample
+    end_row, end_column = top + height, left + width
+    if left:
+        padded[..., rows, :left] = padded[..., rows, left + skip : 2 * left + skip].flip(-1)
+    if right:
+        padded[..., rows, end_column:] = padded[
+            ..., rows, end_column - right - skip : end_column - skip
+        ].flip(-1)
+    # Rows last, copied from rows already padded left and right, so the corners are right too.
+    if top:
+        padded[..., :top, :] = padded[..., top + skip : 2 * top + skip, :].flip(-2)
+    if bottom:
+        padded[..., end_row:, :] = padded[..., end_row - bottom - skip : end_row - skip, :].flip(-2)
+    return padded
 
 
 def _reflect_strips(padded: torch.Tensor, x: torch.Tensor, pad: tuple[int, int, int, int]) -> None:
@@ -189,6 +223,38 @@ def _depthwise(images: torch.Tensor, kernels: torch.Tensor, zero_padding=(0, 0))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
+def on_cpu_without_autograd(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a CPU tensor that autograd does not record: the case of the fast paths that
+    write into buffers of their own."""
+    return x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def correlate_separable(
+    x: torch.Tensor, row_taps: list[float], column_taps: list[float], mode: str = "reflect"
+) -> torch.Tensor:
+    """``x`` (B, C, H, W) correlated with ``outer(column_taps, row_taps)`` (odd lengths), as
+    ``correlate2d`` with that kernel computes it, but as two 1-D passes of shifted multiply-adds into
+    buffers of its own (``empty_output``), without autograd.
+
+    For the small fixed filters of the static pipelines on CPU this is as fast as oneDNN's depthwise
+    convolution or faster (measured on 16 images of 256 x 256, one thread: the 5x5 Gaussian 1.3-1.6x,
+    the 9x9 of unsharp masking even), and it allocates nothing that page-faults 4 KiB at a time.
+    """
+    batch, channels, height, width = x.shape
+    rows, columns = len(column_taps) // 2, len(row_taps) // 2
+    padded = pad2d(x, (rows, rows, columns, columns), mode)
+    along_rows = empty_output((batch, channels, padded.shape[-2], width), x.dtype, x.device)
+    torch.mul(padded[..., :width], row_taps[0], out=along_rows)
+    for shift, tap in enumerate(row_taps[1:], start=1):
+        along_rows.add_(padded[..., shift : shift + width], alpha=tap)
+    del padded
+    out = empty_output((batch, channels, height, width), x.dtype, x.device)
+    torch.mul(along_rows[..., :height, :], column_taps[0], out=out)
+    for shift, tap in enumerate(column_taps[1:], start=1):
+        out.add_(along_rows[..., shift : shift + height, :], alpha=tap)
+    return out
+
+
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float64) -> torch.Tensor:
     """Normalised 1-D Gaussian of radius ``int(truncate * sigma + 0.5)``, as scipy.ndimage builds it."""
     radius = int(truncate * float(sigma) + 0.5)
@@ -230,7 +296,7 @@ def median_filter3x3(x: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
     """
     if x.dim() < 3 or (torch.is_grad_enabled() and x.requires_grad):
         return _median9(pad2d(x, (1, 1, 1, 1), mode))
-    out = x.new_empty(x.shape)
+    out = empty_output(x.shape, x.dtype, x.device)
     images = cpu_chunk(x, _MEDIAN_CPU_PIXELS)
     for start in range(0, x.shape[0], images):
         chunk = slice(start, start + images)

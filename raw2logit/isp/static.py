@@ -14,150 +14,30 @@ infinite slope at 0 can turn into up to 1e-8 on black pixels).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from raw2logit.errors import InputError
-from raw2logit.isp.black_level import black_level_correction
 from raw2logit.isp.camera import CameraParams, check_camera
-from raw2logit.isp.colour import (
-    colour_correction,
-    colour_to_luma,
-    gamma_correction,
-    merge_luma,
-    split_luma,
-    srgb_encode,
-    white_balance,
-)
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS
 from raw2logit.isp.denoise import gaussian_denoise, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, unsharp_mask
+from raw2logit.isp.steps import (
+    GAMMA,
+    Step,
+    build_steps,
+    records_gradient,
+    run_chunked,
+    run_shared_prefix,
+    run_steps,
+)
 from raw2logit.isp.validation import check_raw
-from raw2logit.names import TONE_CURVES, parse_pipeline_name, resolve_pipeline_names
+from raw2logit.names import parse_pipeline_name, resolve_pipeline_names
 
 SHARPEN_METHODS = {"s": sharpen_filter, "u": unsharp_mask}
 DENOISE_METHODS = {"me": median_denoise, "ga": gaussian_denoise}
-GAMMA = 2.2
-STAGE_NAMES = (
-    "raw",
-    "black_level",
-    "demosaic",
-    "white_balance",
-    "colour_correction",
-    "sharpen",
-    "denoise",
-    "gamma",
-)
-BACKENDS = ("torch", "numpy")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a data model: ``key`` identifies the computation (for sharing prefixes),
-    ``stage`` names its output for ``forward_stages`` (None for internal steps). Between the
-    ``luma`` and ``rgb`` steps the state is a (Y, chroma) pair (``on_luma``)."""
-
-    key: str
-    fn: Callable
-    stage: str | None = None
-    on_luma: bool = False
-
-
-def _on_luma(filter_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    def apply(state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        luma, chroma = state
-        return filter_fn(luma), chroma
-
-    return apply
-
-
-def build_steps(
-    pattern: str,
-    black_level: torch.Tensor,
-    demosaic: tuple[str, Callable],
-    white_balance_gains: torch.Tensor,
-    colour_matrix: torch.Tensor,
-    sharpen: tuple[str, Callable],
-    denoise: tuple[str, Callable],
-    gamma: torch.Tensor | float,
-    dtype: torch.dtype = torch.float32,
-    tone_curve: str = "power",
-    stages: bool = False,
-) -> list[Step]:
-    """The step sequence shared by static and parametrized pipelines (Eq. 5).
-
-    ``demosaic``, ``sharpen`` and ``denoise`` are (key, function) pairs; the demosaic function
-    is called as ``fn(cfa, pattern, dtype=dtype)``, the others take a luma channel (B, 1, H, W).
-    The black-level-corrected mosaic is kept in float64 (one subtraction): Menon's directional
-    decision must compare the very values the reference compares. Everything after the
-    demosaic runs in ``dtype``. ``tone_curve`` is the paper's ``"power"`` law ``x ** (1/gamma)``
-    or ``"srgb"`` (the sRGB curve; ``gamma`` is then unused). With ``stages`` every stage is
-    its own step (for ``forward_stages``); without, white balance, colour correction and the
-    luma split are one (4, 3) matrix product (equal to rounding).
-    """
-    if tone_curve not in TONE_CURVES[:2]:  # "curve" (learnable knots) is added by ParametrizedPipeline
-        raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES[:2])}.")
-    demosaic_key, demosaic_fn = demosaic
-    sharpen_key, sharpen_fn = sharpen
-    denoise_key, denoise_fn = denoise
-    if stages:
-        colour = [
-            Step("white_balance", lambda rgb: white_balance(rgb, white_balance_gains), "white_balance"),
-            Step("colour_correction", lambda rgb: colour_correction(rgb, colour_matrix), "colour_correction"),
-            Step("luma", split_luma),
-        ]
-    else:
-        colour = [Step("colour", lambda rgb: colour_to_luma(rgb, white_balance_gains, colour_matrix))]
-    return [
-        Step(
-            "black_level",
-            lambda raw: black_level_correction(raw.double(), black_level.double()),
-            "black_level",
-        ),
-        Step(f"demosaic:{demosaic_key}", lambda cfa: demosaic_fn(cfa, pattern, dtype=dtype), "demosaic"),
-        *colour,
-        Step(f"sharpen:{sharpen_key}", _on_luma(sharpen_fn), "sharpen", on_luma=True),
-        Step(f"denoise:{denoise_key}", _on_luma(denoise_fn), "denoise", on_luma=True),
-        # In place on the merged image, a temporary (when no gradient is recorded).
-        Step("gamma", lambda state: gamma_correction(merge_luma(*state), gamma, in_place=True), "gamma")
-        if tone_curve == "power"
-        else Step("gamma:srgb", lambda state: srgb_encode(merge_luma(*state)), "gamma"),
-    ]
-
-
-def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = None) -> torch.Tensor:
-    """Apply ``steps`` in order; if ``stages`` is a dict, fill it with stage name -> RGB output
-    (build the steps with ``stages=True`` for every stage)."""
-    x = raw
-    if stages is not None:
-        stages["raw"] = raw
-    for step in steps:
-        x = step.fn(x)
-        if stages is not None and step.stage is not None:
-            stages[step.stage] = (merge_luma(*x) if step.on_luma else x).to(raw.dtype)
-    return x
-
-
-def run_shared_prefix(raw: torch.Tensor, pipelines: Sequence[Sequence[Step]]) -> Iterator[torch.Tensor]:
-    """Run several step sequences, computing each shared prefix once.
-
-    Only the intermediates on the current path are held, so running the 12 pipelines in the
-    paper's order needs memory for one path, not for twelve.
-    """
-    path: list[tuple[str, torch.Tensor]] = []
-    for steps in pipelines:
-        shared = 0
-        while shared < min(len(path), len(steps)) and path[shared][0] == steps[shared].key:
-            shared += 1
-        del path[shared:]
-        x = path[-1][1] if path else raw
-        for step in steps[shared:]:
-            x = step.fn(x)
-            path.append((step.key, x))
-        yield x
 
 
 def _static_steps(
@@ -178,6 +58,55 @@ def _static_steps(
     )
 
 
+def _torch_views(
+    module: _CameraModule, raw: torch.Tensor, names: Sequence[str]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, views) pipeline by pipeline, those with the same demosaic (and within them the same
+    sharpening) one after the other, so that each prefix is computed once."""
+    names = _prefix_order(names)
+    tensors = module.camera_tensors()
+    steps = [_static_steps(name, module.camera.pattern, tensors, raw.dtype) for name in names]
+    if records_gradient(raw):
+        yield from zip(names, run_shared_prefix(raw, steps))
+        return
+    # Without autograd, chunk by chunk: the views of the pipelines with the same demosaic are
+    # computed together (their prefix once), the next group's after they are yielded.
+    start = 0
+    while start < len(steps):
+        end = start + 1
+        while end < len(steps) and steps[end][1].key == steps[start][1].key:
+            end += 1
+        yield from zip(names[start:end], run_chunked(raw, steps[start:end]))
+        start = end
+
+
+def _torch_stages(module: _CameraModule, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    stages: dict[str, torch.Tensor] = {}
+    run_steps(
+        raw,
+        _static_steps(name, module.camera.pattern, module.camera_tensors(), raw.dtype, stages=True),
+        stages,
+    )
+    return stages
+
+
+def _numpy_views(module: _CameraModule, raw: torch.Tensor, names: Sequence[str]):
+    from raw2logit.isp import reference_backend  # imports the oracle's libraries on first use only
+
+    return reference_backend.iter_views(raw, names, module.camera)
+
+
+def _numpy_stages(module: _CameraModule, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    from raw2logit.isp import reference_backend
+
+    return reference_backend.stages(raw, name, module.camera)
+
+
+# backend -> (views of several pipelines, stages of one): the torch steps, or the numpy reference
+# one image at a time on CPU (raw2logit.isp.reference_backend).
+BACKENDS = {"torch": (_torch_views, _torch_stages), "numpy": (_numpy_views, _numpy_stages)}
+
+
 class _CameraModule(nn.Module):
     def __init__(self, camera: CameraParams, backend: str):
         super().__init__()
@@ -186,23 +115,17 @@ class _CameraModule(nn.Module):
             raise InputError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
         self.camera = camera
         self.backend = backend
+        self._views, self._stages = BACKENDS[backend]
         # float64: cast to the input's dtype at use, so a float64 pipeline is exact to the reference.
         for key, value in camera.tensors(dtype=torch.float64).items():
             self.register_buffer(key, value, persistent=False)
 
-    def _camera_tensors(self) -> dict[str, torch.Tensor]:
+    def camera_tensors(self) -> dict[str, torch.Tensor]:
         return {
             "black_level": self.black_level,
             "white_balance": self.white_balance,
             "colour_matrix": self.colour_matrix,
         }
-
-    def _numpy_views(self, raw: torch.Tensor, name: str) -> torch.Tensor:
-        from raw2logit.isp import reference
-
-        images = raw.detach().cpu().double().numpy()
-        views = [reference.process(image, name, self.camera) for image in images]
-        return torch.from_numpy(reference.to_chw_batch(views)).to(raw.device, raw.dtype)
 
 
 class StaticPipeline(_CameraModule):
@@ -225,32 +148,12 @@ class StaticPipeline(_CameraModule):
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         check_raw(raw)
-        if self.backend == "numpy":
-            return self._numpy_views(raw, self.name)
-        return run_steps(
-            raw, _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype)
-        )
+        return next(iter(self._views(self, raw, [self.name])))[1]
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """All intermediate stages, stage name -> tensor (``STAGE_NAMES``; RGB stages are (B, 3, H, W))."""
         check_raw(raw)
-        if self.backend == "numpy":
-            from raw2logit.isp import reference
-
-            per_image = [
-                reference.process_stages(image, self.name, self.camera)
-                for image in raw.detach().cpu().double().numpy()
-            ]
-            return {
-                stage: torch.from_numpy(reference.to_chw_batch([s[stage] for s in per_image])).to(
-                    raw.device, raw.dtype
-                )
-                for stage in STAGE_NAMES
-            }
-        stages: dict[str, torch.Tensor] = {}
-        steps = _static_steps(self.name, self.camera.pattern, self._camera_tensors(), raw.dtype, stages=True)
-        run_steps(raw, steps, stages)
-        return stages
+        return self._stages(self, raw, self.name)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, camera={self.camera.name!r}, backend={self.backend!r}"
@@ -275,15 +178,24 @@ class StaticPipelineBank(_CameraModule):
         self.names = resolve_pipeline_names(names)
 
     def iter_views(self, raw: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield (name, views (B, 3, H, W)) pipeline by pipeline."""
+        """Yield (name, views (B, 3, H, W)) pipeline by pipeline (the torch backend in an order that
+        computes each shared prefix once)."""
         check_raw(raw)
-        if self.backend == "numpy":
-            for name in self.names:
-                yield name, self._numpy_views(raw, name)
-            return
-        tensors = self._camera_tensors()
-        steps = [_static_steps(name, self.camera.pattern, tensors, raw.dtype) for name in self.names]
-        yield from zip(self.names, run_shared_prefix(raw, steps))
+        yield from self._views(self, raw, self.names)
 
     def forward(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(self.iter_views(raw))
+        """Name -> views (B, 3, H, W), in the order of ``names``."""
+        views = dict(self.iter_views(raw))
+        return {name: views[name] for name in self.names}
+
+
+def _prefix_order(names: Sequence[str]) -> list[str]:
+    """``names`` grouped by demosaic, then by sharpening, each group where its first name stands."""
+    first: dict = {}
+    keys = []
+    for name in names:
+        demosaic, sharpen, _ = parse_pipeline_name(name)
+        keys.append(
+            (first.setdefault(demosaic, len(first)), first.setdefault((demosaic, sharpen), len(first)))
+        )
+    return [name for _, name in sorted(zip(keys, names), key=lambda pair: pair[0])]

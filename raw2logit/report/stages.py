@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 
 from raw2logit.errors import InputError
 from raw2logit.isp.parametrized import ParametrizedPipeline, static_theta
-from raw2logit.isp.static import STAGE_NAMES, StaticPipeline
+from raw2logit.isp.static import StaticPipeline
+from raw2logit.isp.steps import STAGE_NAMES
 from raw2logit.report.figures import interior, save_png
 
 # Linear stages of real sensors are dark (a few percent of full scale) and, after white balance

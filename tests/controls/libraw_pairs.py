@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from raw2logit.data.dng_folder import SRGB_TO_XYZ
+from raw2logit.data.dng import SRGB_TO_XYZ
 from tests.dng import write_dng
 
 

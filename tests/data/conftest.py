@@ -14,13 +14,13 @@ import pytest
 import tifffile
 
 from raw2logit.data.files import write_mask
-from raw2logit.data.microscopy import LABELS_FILE
-from raw2logit.data.sensor import intensity_folder
+from raw2logit.data.layout import LABELS_FILE, intensity_folder
 from raw2logit.data.simulator import simulate_drone, simulate_microscopy
 
 # 6 simulated classes x 6 images: every class survives the "more than 4 images" filter.
 SIM_MICROSCOPY = {"num_images": 36, "size": 32, "intensities": (0.01, 0.1, 1.0), "seed": 5}
-SIM_DRONE = {"num_captures": 3, "height": 128, "width": 192, "car_length_px": 16.0, "seed": 2}
+# Three 512 x 768 captures rendered at scale 0.25: 128 x 192 pixels of 24 cm, cars ~19 px long.
+SIM_DRONE = {"num_captures": 3, "height": 512, "width": 768, "scale": 0.25, "seed": 2}
 OLD_TIME_NS = 1_000_000_000 * 10**9  # 2001: any rewrite afterwards moves a file's mtime
 
 

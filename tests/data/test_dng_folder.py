@@ -11,7 +11,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from raw2logit.data.dng_folder import SRGB_TO_XYZ, load_dng_folder, srgb_from_camera
+from raw2logit.data.dng import SRGB_TO_XYZ, srgb_from_camera
+from raw2logit.data.dng_folder import load_dng_folder
 from raw2logit.errors import InputError
 from tests.dng import CFA_CODES
 from tests.dng import write_dng as shared_write_dng

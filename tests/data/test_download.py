@@ -19,13 +19,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from raw2logit.data.download import (
-    check_layout,
-    download_file,
-    download_record,
-    fetch_record,
-    unpack,
-)
+from raw2logit.data.archives import unpack
+from raw2logit.data.download import download_file, download_record, fetch_record
+from raw2logit.data.layout import check_layout
 from raw2logit.errors import InputError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "download_datasets.py"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from raw2logit.data.drone import load_drone
 from raw2logit.data.files import write_mask
-from raw2logit.data.microscopy import DOI
+from raw2logit.data.layout import DOI
 from raw2logit.data.registry import sim_drone
 from raw2logit.data.sensor import DRONE_CAMERA
 from raw2logit.errors import InputError
@@ -240,12 +240,12 @@ def test_without_camera_json_the_published_camera_is_used(drone_folder):
 
 def test_registry_builds_a_named_simulated_dataset(tmp_path):
     dataset = sim_drone(
-        tmp_path, num_images=2, height=128, width=192, tile_size=64, seed=1, name="tiny", normalisation="auto"
+        tmp_path, num_images=2, height=512, width=768, scale=0.25, seed=1, name="tiny", normalisation="auto"
     )
     assert dataset.name == "tiny" and dataset.normalisation == "auto"
     assert dataset.task == "segmentation" and dataset.raw.shape[1:] == (64, 64)
     assert set(dataset.groups.tolist()) <= {0, 1}
-    assert sim_drone(tmp_path, num_images=2, height=128, width=192, tile_size=64, seed=1).name == "sim_drone"
+    assert sim_drone(tmp_path, num_images=2, height=512, width=768, scale=0.25, seed=1).name == "sim_drone"
 
 
 # --- missing data and bad files ---------------------------------------------------------------------

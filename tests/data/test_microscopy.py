@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from raw2logit.data.microscopy import DOI, LABELS_FILE, load_microscopy
+from raw2logit.data.layout import DOI, LABELS_FILE, intensity_folder
+from raw2logit.data.microscopy import load_microscopy
 from raw2logit.data.registry import sim_microscopy
-from raw2logit.data.sensor import MICROSCOPE, intensity_folder
+from raw2logit.data.sensor import MICROSCOPE
 from raw2logit.errors import InputError
 from raw2logit.isp import CameraParams
 

@@ -7,6 +7,7 @@ invert the sensor exactly. Files: determinism in the seed, incremental intensiti
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -15,8 +16,9 @@ import pytest
 import tifffile
 import torch
 
-from raw2logit.data.scenes import MICROSCOPY_CLASSES
-from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel, intensity_folder
+from raw2logit.data.layout import intensity_folder
+from raw2logit.data.scenes import MICROSCOPY_CLASSES, render_aerial
+from raw2logit.data.sensor import DRONE_CAMERA, MICROSCOPE, SensorModel
 from raw2logit.data.simulator import _NOISE, _SCENE, _image_rng, simulate_drone, simulate_microscopy
 from raw2logit.errors import InputError
 from raw2logit.isp import BAYER_PATTERNS
@@ -434,3 +436,93 @@ def test_simulation_speed(tmp_path):
     elapsed = time.perf_counter() - start
     print(f"simulate_microscopy(num_images=300, size=64): {elapsed:.2f} s")
     assert elapsed < 15.0
+
+
+# --- the drone world at any scale --------------------------------------------------------------
+
+
+def car_lengths(mask: np.ndarray, car_px: float) -> np.ndarray:
+    """Lengths in pixels (extent along the principal axis) of the cars that stand alone in ``mask``.
+
+    A component counts as one car if it keeps off the border and has a single car's area and
+    aspect (0.85-1.2 car lengths long, 0.38-0.46 of that wide); touching cars are left out.
+    """
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    height, width = mask.shape
+    lengths = []
+    for index in range(1, count + 1):
+        rows, cols = np.nonzero(labels == index)
+        if 0 in (rows.min(), cols.min()) or rows.max() + 1 == height or cols.max() + 1 == width:
+            continue
+        points = np.stack([rows, cols], axis=1).astype(float)
+        points -= points.mean(axis=0)
+        _, axes = np.linalg.eigh(np.cov(points.T))
+        extent = np.ptp(points @ axes, axis=0) + 1  # (minor, major)
+        if 0.25 * car_px**2 < len(rows) < 0.7 * car_px**2 and 0.3 < extent[0] / extent[1] < 0.55:
+            lengths.append(extent[1])
+    return np.asarray(lengths)
+
+
+# One 46 m square of ground (seed 3 holds 8 cars that touch no other) at 6 cm (Raw-Drone), 24 cm
+# (scale 1/4 of it) and 12 cm (a flight twice as high).
+@pytest.mark.parametrize(("metres_per_pixel", "size"), [(0.06, 768), (0.24, 192), (0.12, 384)])
+def test_simulated_cars_follow_the_ground_sampling_distance(metres_per_pixel, size):
+    """A car is 4.5 m times 0.85-1.2 long: 75 px at 6 cm per pixel, 19 px at 24 cm, 38 px at 12 cm."""
+    _, mask = render_aerial(size, size, metres_per_pixel, np.random.default_rng(3))
+    car_px = 4.5 / metres_per_pixel
+    lengths = car_lengths(mask, car_px)
+    print(f"{metres_per_pixel} m/px: {len(lengths)} lone cars, lengths {np.round(np.sort(lengths), 1)} px")
+    assert len(lengths) >= 5
+    assert ((lengths > 0.85 * car_px - 1.5) & (lengths < 1.2 * car_px + 1.5)).all()
+    assert np.median(lengths) == pytest.approx(1.025 * car_px, rel=0.1)
+
+
+def test_one_world_at_two_scales_holds_the_same_cars():
+    """The layout is drawn in ground units: a scene at 1/4 of the resolution holds the same cars."""
+    _, fine = render_aerial(768, 768, 0.06, np.random.default_rng(3))
+    _, coarse = render_aerial(192, 192, 0.24, np.random.default_rng(3))
+    fine_area, coarse_area = fine.sum() * 0.06**2, coarse.sum() * 0.24**2  # m²
+    assert coarse_area == pytest.approx(fine_area, rel=0.05)
+    # A coarse pixel samples the centre of the 4 x 4 fine ones it stands for: where it says car, the
+    # fine pixels mostly do too (all but those cut by an outline).
+    block = fine.reshape(192, 4, 192, 4).mean(axis=(1, 3))
+    assert (block[coarse.astype(bool)] > 0.5).mean() > 0.97
+
+
+def test_binned_sensor_averages_the_noise_of_its_pixels():
+    """At scale s a pixel averages 1/s² sensor pixels: same counts, noise times s, one camera."""
+    sensor, binned = DRONE_CAMERA, DRONE_CAMERA.binned(0.25)
+    grey = flat((0.4, 0.4, 0.4), 256, 256)
+    counts = [s.expose(grey, 1.0, np.random.default_rng(2)).astype(float) for s in (sensor, binned)]
+    for row, col in SITES:
+        sites = [c[row::2, col::2] for c in counts]
+        assert sites[1].mean() == pytest.approx(sites[0].mean(), rel=0.002)
+        assert sites[1].std() == pytest.approx(0.25 * sites[0].std(), rel=0.05)
+    np.testing.assert_allclose(
+        np.asarray(binned.camera_params().colour_matrix),
+        np.asarray(sensor.camera_params().colour_matrix),
+        rtol=1e-12,
+    )
+    # The PSF shrinks with the pixels and gains the coarse pixel's aperture (a box of variance 1/12).
+    assert binned.psf_sigma == pytest.approx(np.sqrt((2.52 * 0.25) ** 2 + (1 - 0.25**2) / 12))
+    assert DRONE_CAMERA.binned(1.0) == DRONE_CAMERA
+    for scale in (0.0, -0.5, 1.5):
+        with pytest.raises(InputError, match=f"scale must lie in \\(0, 1\\]; got {scale}"):
+            DRONE_CAMERA.binned(scale)
+
+
+def test_drone_simulation_records_its_scale(tmp_path):
+    """simulation.json states the scale and what it made of the world: pixels, car length, PSF, noise."""
+    folder = simulate_drone(tmp_path, num_captures=1, height=512, width=768, scale=0.25)
+    record = json.loads((folder / "simulation.json").read_text())
+    assert record["parameters"]["scale"] == 0.25 and record["parameters"]["gsd_m"] == 0.06
+    rendered = record["rendered"]
+    assert (rendered["height"], rendered["width"], rendered["metres_per_pixel"]) == (128, 192, 0.24)
+    assert rendered["car_length_px"] == pytest.approx(18.75)
+    assert rendered["psf_sigma_px"] == pytest.approx(DRONE_CAMERA.binned(0.25).psf_sigma)
+    assert rendered["read_noise_electrons"] == pytest.approx(4 * DRONE_CAMERA.read_noise)
+    assert tifffile.imread(folder / "images_full/raw_scale100/sim_capture_000.tif").shape == (128, 192)
+    with pytest.raises(InputError, match="gsd_m"):
+        simulate_drone(tmp_path / "other", num_captures=1, height=512, width=768, gsd_m=0)

@@ -54,6 +54,22 @@ def test_pad2d_matches_numpy_pad(mode, height, width, pad):
     np.testing.assert_array_equal(padded, expected)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "mirror"])
+@pytest.mark.parametrize(
+    "pad", [(1, 1, 1, 1), (2, 2, 2, 2), (0, 3, 2, 0)], ids=lambda pad: "x".join(map(str, pad))
+)
+def test_pad2d_with_a_cast_matches_numpy_pad(mode, pad):
+    """Casting while padding (written into one new buffer) gives numpy's padding of the cast image."""
+    image = random_images((2, 3, 6, 7), seed=5)
+    top, bottom, left, right = pad
+    expected = np.pad(
+        image.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)), NUMPY_PAD_MODES[mode]
+    )
+    result = filters.pad2d(torch.from_numpy(image), pad, mode, dtype=torch.float32)
+    assert result.dtype == torch.float32
+    np.testing.assert_array_equal(result.numpy(), expected)
+
+
 def test_pad2d_keeps_leading_dimensions():
     x = torch.rand(2, 3, 4, 6)
     assert filters.pad2d(x, (1, 2, 3, 4), "reflect").shape == (2, 3, 7, 13)
@@ -108,6 +124,36 @@ def test_lattice_convolve_sparse_bitwise_equal_scipy(kernel):
 def test_lattice_split_merge_round_trip():
     image = torch.rand(3, 6, 8, dtype=torch.float64)
     assert torch.equal(lattice.merge(lattice.split(image)), image)
+
+
+def test_lattice_split_casts_and_pads_with_zeros_in_one_copy():
+    image = torch.rand(3, 6, 8, dtype=torch.float64)
+    padded = lattice.split(image, torch.float32, zeros=1)
+    expected = lattice.pad(lattice.split(image.float()), "constant")
+    for site in lattice.SITES:
+        assert padded[site].dtype == torch.float32 and torch.equal(padded[site], expected[site])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lattice_assemble_interleaved_writes_equal_strided_writes(dtype):
+    """Without autograd the two sub-lattices of a row are written together (as a complex number's two
+    parts); values are copied, not computed, so both ways give the same bits."""
+    fields = [
+        {site: torch.rand(2, 3, 4, dtype=dtype) for site in lattice.SITES},
+        {
+            (0, 0): torch.rand(2, 3, 4, dtype=dtype),
+            (0, 1): None,
+            (1, 0): None,
+            (1, 1): torch.rand(2, 3, 4, dtype=dtype),
+        },
+    ]
+    interleaved = lattice.assemble(fields)
+    recorded = [
+        {site: None if p is None else p.clone().requires_grad_() for site, p in f.items()} for f in fields
+    ]
+    strided = lattice.assemble(recorded)
+    assert strided.requires_grad and torch.equal(interleaved, strided.detach())
+    assert torch.equal(interleaved[:, 1, 0::2, 1::2], torch.zeros(2, 3, 4, dtype=dtype))
 
 
 # -- dense 2-D filters ---------------------------------------------------------------------------
@@ -230,6 +276,31 @@ def test_luma_filters_match_reference(name, dtype, photo_images):
         out = torch_fn(as_batch(luma, dtype))
         assert out.shape == (1, 1, *luma.shape) and out.dtype == dtype
         np.testing.assert_allclose(out[0, 0].double().numpy(), reference_fn(luma), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["sharpen_filter", "unsharp_mask", "gaussian_denoise"])
+def test_luma_filters_without_autograd_equal_their_convolution(name, dtype, photo_images):
+    """On CPU without autograd the fixed luma filters are shifted multiply-adds (separable where the
+    filter is); recorded by autograd they are the convolution. Two code paths: to 1e-12 / 1e-6."""
+    torch_fn, _ = LUMA_FILTERS[name]
+    atol = FLOAT64_ATOL if dtype == torch.float64 else FLOAT32_ATOL
+    for luma in luma_images(photo_images):
+        image = as_batch(luma, dtype)
+        recorded = torch_fn(image.clone().requires_grad_())
+        assert recorded.requires_grad
+        torch.testing.assert_close(torch_fn(image), recorded.detach(), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "constant"])
+def test_correlate_separable_equals_correlate2d_with_the_outer_kernel(mode):
+    images = torch.from_numpy(random_images((2, 3, 9, 11), seed=6))
+    rows, columns = [0.1, -0.3, 0.5], [0.25, 0.5, -0.125, 0.5, 0.25]
+    kernel = torch.outer(torch.tensor(columns, dtype=torch.float64), torch.tensor(rows, dtype=torch.float64))
+    expected = filters.correlate2d(images, kernel, mode)
+    torch.testing.assert_close(
+        filters.correlate_separable(images, rows, columns, mode), expected, rtol=0, atol=1e-12
+    )
 
 
 def test_luma_filters_batched_equal_one_by_one():

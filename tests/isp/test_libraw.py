@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raw2logit.data.dng_folder import _read_dng
+from raw2logit.data.dng import read_dng
 from raw2logit.errors import InputError
 from raw2logit.isp import BAYER_PATTERNS, STATIC_PIPELINE_NAMES, CameraParams
 from raw2logit.isp.libraw import LibRawPipeline, dng_bytes, dng_colour, libraw_process
@@ -48,7 +48,7 @@ def test_the_dng_carries_the_camera(tmp_path, name, pattern):
     counts = np.round(photo_raw(camera)[0].double().numpy() * 65535).astype(np.uint16)
     path = tmp_path / "shot.dng"
     path.write_bytes(dng_bytes(counts, camera))
-    read = _read_dng(path, defaultdict(list))
+    read = read_dng(path, defaultdict(list))
     np.testing.assert_array_equal(read.mosaic, counts)
     assert read.camera.pattern == pattern and read.white_level == 65535
     np.testing.assert_allclose(read.camera.black_level, camera.black_level, atol=1 / 65535)

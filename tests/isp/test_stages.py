@@ -122,6 +122,18 @@ def test_black_level_is_per_bayer_site():
     torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-15)
 
 
+def test_black_level_of_a_float32_mosaic_is_float64_and_takes_any_strides():
+    """A float64 black level on a float32 mosaic gives the exact float64 difference, also for a
+    mosaic that is a transposed view, and with autograd as without."""
+    raw = torch.rand(2, 6, 4).transpose(1, 2)  # (2, 4, 6), not contiguous
+    black_level = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    expected = raw.double() - black_level.view(2, 2).repeat(2, 3)
+    out = black_level_correction(raw, black_level)
+    assert out.dtype == torch.float64 and torch.equal(out, expected)
+    recorded = black_level_correction(raw.clone().requires_grad_(), black_level)
+    assert recorded.requires_grad and torch.equal(recorded.detach(), expected)
+
+
 def test_gamma_correction_known_values():
     rgb = torch.tensor([-0.5, 0.0, 1e-6, 0.25, 1.0, 2.0], dtype=torch.float64).view(1, 3, 1, 2)
     expected = np.clip(rgb.numpy(), 0, 1) ** (1 / 2.2)

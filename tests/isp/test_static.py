@@ -15,6 +15,8 @@ from raw2logit.isp import (
     parse_pipeline_name,
     reference,
     resolve_pipeline_names,
+    static,
+    steps,
 )
 from tests.isp.tolerance import gamma_aware_bound
 
@@ -154,6 +156,48 @@ def test_bank_subset_in_any_order():
     assert dict(bank.iter_views(raw)).keys() == views.keys()
     single = StaticPipelineBank("ma_s_me", camera)(raw)
     assert list(single) == ["ma_s_me"]
+
+
+def test_bank_computes_each_demosaic_once_whatever_the_order(monkeypatch):
+    """Names in any order: the bank yields those with the same demosaic (then sharpening) together,
+    so each demosaic runs once per chunk; ``forward`` keeps the order asked for."""
+    calls = []
+    for key, method in list(static.DEMOSAIC_METHODS.items()):
+        monkeypatch.setitem(
+            static.DEMOSAIC_METHODS, key, lambda *a, k=key, m=method, **kw: calls.append(k) or m(*a, **kw)
+        )
+    names = ["me_u_ga", "bi_s_me", "me_s_me", "bi_s_ga", "me_u_me"]
+    bank = StaticPipelineBank(names, CameraParams.published("drone"))
+    raw = torch.rand(2, 12, 16)
+    assert [name for name, _ in bank.iter_views(raw)] == [
+        "me_u_ga",
+        "me_u_me",
+        "me_s_me",
+        "bi_s_me",
+        "bi_s_ga",
+    ]
+    assert calls == ["me", "bi"]
+    assert list(bank(raw)) == names
+
+
+def test_chunked_views_equal_the_whole_batch(monkeypatch):
+    """Without autograd the pipelines run a few images at a time on CPU, each view written into its
+    output (and the luma filters as shifted multiply-adds instead of convolutions); the views are
+    those of the whole batch in one pass (the autograd path), a short last chunk included, within
+    the contract: the pre-gamma values (the tone curve inverted) within 1e-5."""
+    camera = CameraParams.published("microscopy")
+    raw = 0.05 + 0.9 * torch.rand(5, 12, 16)
+    monkeypatch.setattr(steps, "_CPU_CHUNK_PIXELS", 2 * 12 * 16)
+    assert steps.cpu_chunk(raw, steps._CPU_CHUNK_PIXELS) == 2
+    bank = StaticPipelineBank("all", camera)
+    chunked = bank(raw)
+    whole = dict(bank.iter_views(raw.clone().requires_grad_()))
+    for name in STATIC_PIPELINE_NAMES:
+        pre_chunked, pre_whole = (views.double().pow(2.2) for views in (chunked[name], whole[name].detach()))
+        assert (pre_chunked - pre_whole).abs().max() <= 1e-5, name
+        torch.testing.assert_close(StaticPipeline(name, camera)(raw), chunked[name], rtol=0, atol=1e-6)
+    twice = StaticPipelineBank(["ma_u_me", "ma_u_me"], camera)(raw)  # a view shared by two names
+    assert torch.equal(twice["ma_u_me"], chunked["ma_u_me"])
 
 
 def test_numpy_backend_equals_reference(raw_images, cameras):

@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Tiny data: 36 simulated 32x32 leukocytes (6 classes), 2 folds of 18, 2 batches an epoch.
 SIM_MICROSCOPY = ("dataset.num_images=36", "dataset.size=32", "epochs=2", "batch_size=12", "folds=2")
-# Four 128x128 aerial captures tiled to 32x32 (tiles with a car kept): about 32 tiles.
-SIM_DRONE = ("dataset=sim_drone", "dataset.num_images=4", "dataset.height=128", "dataset.width=128",
-             "dataset.tile_size=32", "dataset.car_length_px=12", "epochs=2", "batch_size=8", "folds=2")  # fmt: skip
+# Four 1024x1024 aerial captures rendered at scale 1/8 (128x128, cars ~9 px) and tiled to 32x32 (the
+# scaled 256): tiles with a car kept, about 50.
+SIM_DRONE = ("dataset=sim_drone", "dataset.num_images=4", "dataset.height=1024", "dataset.width=1024",
+             "dataset.scale=0.125", "epochs=2", "batch_size=8", "folds=2")  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")

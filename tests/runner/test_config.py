@@ -60,8 +60,8 @@ def test_published_loaders_read_the_simulated_layout(tmp_path):
     assert (real.raw == sim.raw).all() and (real.targets == sim.targets).all() and real.classes == sim.classes
     assert real.camera == sim.camera != CameraParams.published("microscopy")  # camera.json beside the data
     assert real.normalisation == {"mean": [0.91, 0.84, 0.94], "std": [0.08, 0.12, 0.05]}
-    drone = ["dataset=sim_drone", "dataset.num_images=2", "dataset.height=64", "dataset.width=96",
-             "dataset.tile_size=32", "dataset.car_length_px=10", f"dataset.root={tmp_path}"]  # fmt: skip
+    drone = ["dataset=sim_drone", "dataset.num_images=2", "dataset.height=512", "dataset.width=768",
+             "dataset.scale=0.125", f"dataset.root={tmp_path}"]  # fmt: skip
     sim_drone = instantiate(compose_config(drone).dataset)
     real_drone = instantiate(
         compose_config(["dataset=drone", f"dataset.root={tmp_path}", "dataset.tile_size=32"]).dataset

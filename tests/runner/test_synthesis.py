@@ -274,3 +274,21 @@ def test_the_main_job_is_informative(tmp_path):
     diagonal = pd.Series({t: matrix.loc[t, t] for t in matrix.index})
     assert matrix.shape == (12, 12) and 0.5 <= diagonal.mean() <= 0.97
     assert matrix.rsub(diagonal, axis=0).to_numpy().max() >= 0.03
+
+
+@pytest.mark.slow
+def test_the_drone_quick_run_learns(run_mode):
+    """``dataset=sim_drone`` at its defaults, one train pipeline per demosaicing: the U-Net learns the
+    cars (IoU at least 0.5 on its own pipeline) and no row's diagonal falls below its mean over the
+    other test pipelines (the quick run's matrix measures drift, not noise)."""
+    train = ["bi_s_me", "ma_u_ga", "me_s_ga"]
+    summary, run_dir = run_mode(
+        ["dataset=sim_drone", f"synthesis.train=[{','.join(train)}]", "synthesis.corruptions=none"], base=[]
+    )
+    matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.index) == train and matrix.shape == (3, 12)
+    diagonal = pd.Series({t: matrix.loc[t, t] for t in train})
+    others = pd.Series({t: matrix.loc[t].drop(t).mean() for t in train})
+    print(f"diagonal {diagonal.round(3).to_dict()}, others {others.round(3).to_dict()}")
+    assert diagonal.mean() >= 0.5 and summary["isp"]["train"] == pytest.approx(diagonal.mean())
+    assert (diagonal >= others).all()

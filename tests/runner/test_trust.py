@@ -136,8 +136,8 @@ def test_bad_input_is_one_sentence_and_exit_status_2(overrides, message, tmp_pat
 
 
 def test_checkpoint_for_another_task_is_refused(run_mode, tmp_path):
-    drone = ["dataset=sim_drone", "dataset.num_images=4", "dataset.height=128", "dataset.width=128",
-             "dataset.tile_size=32", "dataset.car_length_px=12", "synthesis.train=[bi_s_me]",
+    drone = ["dataset=sim_drone", "dataset.num_images=4", "dataset.height=1024", "dataset.width=1024",
+             "dataset.scale=0.125", "synthesis.train=[bi_s_me]",
              "synthesis.test=[bi_s_me]", "synthesis.corruptions=none"]  # fmt: skip
     run_mode(drone, "drone", base=["epochs=1", "folds=2"])
     (checkpoint,) = (tmp_path / "outputs" / "results").glob(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raw2logit.data.dng_folder import DNG_SUFFIX, _BadFileError, _read_dng
+from raw2logit.data.dng import DNG_SUFFIX, BadFileError, read_dng
 from raw2logit.data.files import BadFiles
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams
@@ -64,7 +64,7 @@ def _read_png16(path: Path) -> np.ndarray:
         width, height, rows, info = png.Reader(filename=str(path)).asDirect()
         image = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     except (png.Error, OSError, ValueError) as error:
-        raise _BadFileError(f"{path} is not a readable PNG image ({error}).") from None
+        raise BadFileError(f"{path} is not a readable PNG image ({error}).") from None
     return image.reshape(height, width, info["planes"])
 
 
@@ -89,31 +89,31 @@ def _read_processed(path: Path) -> tuple[np.ndarray, int]:
             with Image.open(path) as opened:
                 mode = opened.mode
                 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;"):
-                    raise _BadFileError(
+                    raise BadFileError(
                         f"{path} is a grey-scale image (mode {mode}); expected an RGB image of the raw."
                     )
                 if mode == "P":
                     opened = opened.convert("RGB")
                 elif mode not in ("RGB", "RGBA"):
-                    raise _BadFileError(f"{path} has colour mode {mode}; expected an RGB image.")
+                    raise BadFileError(f"{path} has colour mode {mode}; expected an RGB image.")
                 image = np.asarray(opened)
-    except _BadFileError:
+    except BadFileError:
         raise
     except Exception as error:  # any decoder failure means an unreadable or corrupt file
-        raise _BadFileError(
+        raise BadFileError(
             f"{path} is not a readable image ({type(error).__name__}: {error}); expected an 8- or "
             "16-bit RGB JPEG, PNG or TIFF."
         ) from None
     if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 2)):
-        raise _BadFileError(f"{path} is a grey-scale image; expected an RGB image of the raw.")
+        raise BadFileError(f"{path} is a grey-scale image; expected an RGB image of the raw.")
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise _BadFileError(f"{path} has shape {image.shape}; expected an (H, W, 3) RGB image.")
+        raise BadFileError(f"{path} has shape {image.shape}; expected an (H, W, 3) RGB image.")
     if image.dtype == np.uint8:
         bits = 8
     elif image.dtype == np.uint16:
         bits = 16
     else:
-        raise _BadFileError(f"{path} holds {image.dtype} values; expected 8- or 16-bit unsigned integers.")
+        raise BadFileError(f"{path} holds {image.dtype} values; expected 8- or 16-bit unsigned integers.")
     rgb = image[..., :3].astype(np.float32) / np.float32(2**bits - 1)
     return rgb, bits
 
@@ -214,9 +214,9 @@ def read_pairs(folder: str | Path, on_bad_file: str = "raise") -> CalibrationPai
     first: tuple[str, tuple[int, int], int] | None = None  # (name, mosaic shape, bits)
     for stem, (raw_path, image_path) in matched.items():
         try:
-            dng = _read_dng(raw_path, fallbacks)
+            dng = read_dng(raw_path, fallbacks)
             if first is not None and dng.mosaic.shape != first[1]:
-                raise _BadFileError(
+                raise BadFileError(
                     f"{raw_path} has a {dng.mosaic.shape[0]}x{dng.mosaic.shape[1]} mosaic; expected "
                     f"{first[1][0]}x{first[1][1]} like {first[0]}."
                 )
@@ -224,12 +224,12 @@ def read_pairs(folder: str | Path, on_bad_file: str = "raise") -> CalibrationPai
             if rgb.shape[:2] == dng.visible_shape:
                 rgb = rgb[: dng.mosaic.shape[0], : dng.mosaic.shape[1]]
             if rgb.shape[:2] != dng.mosaic.shape:
-                raise _BadFileError(
+                raise BadFileError(
                     _size_problem(rgb.shape[:2], dng.mosaic.shape, dng.visible_shape, image_path, raw_path)
                 )
             if first is not None and bits != first[2]:
-                raise _BadFileError(f"{image_path} is {bits}-bit; expected {first[2]}-bit like {first[0]}.")
-        except _BadFileError as bad:
+                raise BadFileError(f"{image_path} is {bits}-bit; expected {first[2]}-bit like {first[0]}.")
+        except BadFileError as bad:
             reject(raw_path.name, str(bad))
             continue
         if first is None:
