@@ -14,7 +14,10 @@ and PPG (reported: ``scripts/measure_calibration.py`` prints the README's table)
 from __future__ import annotations
 
 import json
+import re
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,9 +51,28 @@ def assert_device_reproduced(result) -> None:
 def test_libraw_ahd_is_reproduced_on_small_pairs(tmp_path):
     folder = write_libraw_pairs(tmp_path, "kestrel", ("AHD",), size=128, count=12)["AHD"]
     pairs = read_pairs(folder)
+    messages = []
     result = fit(pairs.raw, pairs.rgb, pairs.camera, variants=["bi_u_ga", "me_u_ga"], tone_curve="curve",
-                 steps=160, names=pairs.names, log=None, seed=1)  # fmt: skip
+                 steps=160, names=pairs.names, log=messages.append, seed=1)  # fmt: skip
     assert_device_reproduced(result)
+    # Item 3: a step is the data model's forward + backward on the batch and an Adam update, nothing more
+    # (medians: robust to other jobs on a shared machine); progress lines while the steps run.
+    batch = torch.from_numpy(pairs.raw[:9, :48, :48]).float()
+    assert result.timing["pixels_per_step"] == batch.numel()
+    result.pipeline.set_trainable(result.pipeline.active_groups())
+    durations = []
+    for _ in range(25):
+        started = time.perf_counter()
+        result.pipeline.zero_grad(set_to_none=True)
+        result.pipeline(batch).square().mean().backward()
+        durations.append(time.perf_counter() - started)
+    result.pipeline.set_trainable([])
+    assert result.timing["median_seconds_per_step"] <= 2 * float(np.median(durations)), (
+        result.timing,
+        durations,
+    )
+    assert any(re.search(r": step \d+/\d+, loss", line) for line in messages) or result.timing["seconds"] < 3
+    assert "steps of" in messages[-1]
     # LibRaw white-balances before demosaicing: with Menon or Malvar that order fits better.
     assert result.pipeline.white_balance_first and result.variant != "bi_u_ga"
     paths = result.write(tmp_path / "fit")
