@@ -186,7 +186,6 @@ def test_calibrated_pipeline_as_a_test_column(run_mode):
         )
 
 
-@pytest.mark.slow
 def test_calibrate_with_the_flexible_tone_curve_exports_and_reloads(run_mode):
     """Issue 15, item 1: calibrate.tone_curve=curve fits the knots; the file is a synthesis column and the
     parametrized data model's start (its curve group then moves in optimization)."""
