@@ -1,7 +1,8 @@
 """Check the composed configuration before anything heavy is imported, built or written.
 
 ``check_config(cfg)`` raises ``InputError`` with one sentence naming the first bad key, its value
-and what was expected. It imports only OmegaConf and the name lists of ``raw2logit.names``, so a
+and what was expected. It imports only OmegaConf and the name lists of ``raw2logit.names`` (and
+rawpy, no torch, when a ``libraw:`` pipeline is named: the installed LibRaw's algorithms), so a
 typo on the command line is reported in well under a second, before torch, the data, the view
 cache or MLflow are touched. What only the data or the machine can tell (a file's content, a GPU)
 is checked where it is read, with the same kind of sentence.
@@ -17,16 +18,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 from raw2logit.errors import InputError
 from raw2logit.names import (
+    ALL_WITH_LIBRAW,
     BAD_FILE_POLICIES,
     BAYER_PATTERNS,
     CALIBRATED_PREFIX,
     CORRUPTION_NAMES,
     DATA_MODEL_TARGETS,
+    LIBRAW_ALGORITHMS,
+    LIBRAW_PREFIX,
     MODES,
     REGULARIZERS,
     STATIC_PIPELINE_NAMES,
     THETA_GROUPS,
     TONE_CURVES,
+    libraw_algorithm,
 )
 
 SEED_MAX = 2**32 - 1  # numpy and torch seed with 32 bits
@@ -96,18 +101,25 @@ def text(value):
 
 
 def pipeline_names(value, allow_calibrated: bool = True):
-    """``all`` or a non-empty list of static pipeline names (and ``calibrated:<file>`` specs)."""
+    """``all`` or a non-empty list of static pipeline names (and ``calibrated:<file>``, ``libraw:<algorithm>``
+    specs, ``all+libraw``). Whether the installed LibRaw has an algorithm is checked where the specs are
+    read (``raw2logit.isp.specs.parse_specs``), with the list of those it has."""
     items = (
         [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else None
     )
     expected = f"'all' or a non-empty list of pipeline names among {', '.join(STATIC_PIPELINE_NAMES)}"
     if allow_calibrated:
-        expected += f" (or {CALIBRATED_PREFIX}<file>)"
-    if not items or (items != ["all"] and "all" in items):
+        expected += (f" (or {CALIBRATED_PREFIX}<file>, {LIBRAW_PREFIX}<algorithm> with one of "
+                     f"{', '.join(LIBRAW_ALGORITHMS)}), or '{ALL_WITH_LIBRAW}' alone")  # fmt: skip
+    keywords = ("all", ALL_WITH_LIBRAW) if allow_calibrated else ("all",)
+    if not items or (len(items) > 1 and any(item in keywords for item in items)):
         return expected
     for item in items:
-        calibrated = allow_calibrated and isinstance(item, str) and item.startswith(CALIBRATED_PREFIX)
-        if item != "all" and item not in STATIC_PIPELINE_NAMES and not calibrated:
+        text_item = isinstance(item, str)
+        calibrated = allow_calibrated and text_item and item.startswith(CALIBRATED_PREFIX)
+        libraw = (allow_calibrated and text_item and item.startswith(LIBRAW_PREFIX)
+                  and item[len(LIBRAW_PREFIX) :].strip().upper() in LIBRAW_ALGORITHMS)  # fmt: skip
+        if item not in keywords and item not in STATIC_PIPELINE_NAMES and not calibrated and not libraw:
             return expected
     return None
 
@@ -202,6 +214,7 @@ MODE_OPTIONS = {
         "pairs": optional(text),
         "variants": lambda value: pipeline_names(value, allow_calibrated=False),
         "tone_curve": one_of(TONE_CURVES),
+        "white_balance_first": optional(boolean),
         "steps": integer(0),
         "lr": number(0, low_open=True),
         "holdout": number(0, 1, low_open=True),
@@ -232,15 +245,28 @@ TASK_MODEL = {
     "weights_path": optional(text),
 }
 # Lightning's values; what only the machine can tell (a GPU) is checked when the run starts.
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 TRAINER = {
     "accelerator": one_of(("cpu", "gpu", "cuda", "mps", "auto")),
     "devices": devices,
     "num_nodes": integer(1),
-    "precision": one_of(("64-true", "64", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true")),
+    # Lightning takes 32 or "32"; the command line gives an integer for trainer.precision=32
+    "precision": lambda value: (
+        None
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) in PRECISIONS
+        else f"one of {', '.join(PRECISIONS)}"
+    ),
     "strategy": strategy,
     "deterministic": lambda value: (
         None if isinstance(value, bool) or value == "warn" else "true, false or 'warn'"
     ),
+}
+# The keys each data model's _target_ takes (raw2logit.isp.specs): a key of another option is refused.
+DATA_MODEL_KEYS = {
+    "static": ("backend",),
+    "parametrized": ("learn", "lr", "normalize_output", "theta", "tone_curve"),
+    "raw": ("learn", "lr"),
+    "nn": ("learn", "lr", "width"),
 }
 DATA_MODEL = {
     "_target_": one_of(tuple(DATA_MODEL_TARGETS.values())),
@@ -248,6 +274,7 @@ DATA_MODEL = {
     "lr": number(0, low_open=True),
     "normalize_output": boolean,
     "theta": optional(text),
+    "tone_curve": one_of(TONE_CURVES),
     "backend": one_of(("torch", "numpy")),
     "width": integer(1),
 }
@@ -304,6 +331,21 @@ def _check(cfg: DictConfig) -> None:
         raise InputError("trainer=ddp is not available for mode=forensics: the search of θ against one frozen task "
                          "model runs in one process; use trainer=cpu or trainer=gpu.")  # fmt: skip
     _check_group(cfg.tracking, "tracking.", TRACKING)
+    if "synthesis" in cfg:  # the installed LibRaw's algorithms (rawpy is imported only for a libraw: name)
+        for key in ("train", "test"):
+            value = cfg.synthesis.get(key)
+            for item in [value] if isinstance(value, str) else list(value or []):
+                if isinstance(item, str) and item.startswith(LIBRAW_PREFIX):
+                    try:
+                        libraw_algorithm(item)
+                    except InputError as error:
+                        raise InputError(f"synthesis.{key}: {error}") from None
+    tone = cfg.data_model.get("tone_curve", "power")
+    acting = {"gamma": "power", "curve": "curve"}
+    if (cfg.mode == "forensics" and cfg.forensics.get("target") in acting and not cfg.data_model.get("theta")
+            and acting[cfg.forensics.target] != tone):  # fmt: skip
+        raise InputError(f"forensics.target={cfg.forensics.target} does not act with the tone curve {tone}; use "
+                         f"data_model=parametrized data_model.tone_curve={acting[cfg.forensics.target]}.")  # fmt: skip
     needs = {
         "synthesis": ("static",),
         "forensics": ("parametrized",),
@@ -312,6 +354,10 @@ def _check(cfg: DictConfig) -> None:
     data_model = next(
         name for name, target in DATA_MODEL_TARGETS.items() if target == cfg.data_model._target_
     )
+    foreign = [key for key in cfg.data_model if key != "_target_" and key not in DATA_MODEL_KEYS[data_model]]
+    if foreign:
+        raise InputError(f"data_model.{foreign[0]} is not an option of the {data_model} data model "
+                         f"({cfg.data_model._target_}); its options: {', '.join(DATA_MODEL_KEYS[data_model]) or 'none'}.")  # fmt: skip
     if cfg.mode in needs and data_model not in needs[cfg.mode]:
         what = {"synthesis": "trains on the static pipelines' views", "forensics": "searches θ of the parametrized "
                 "data model", "optimization": "trains a data model inside the training step"}[cfg.mode]  # fmt: skip

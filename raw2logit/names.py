@@ -33,9 +33,31 @@ STATIC_PIPELINE_NAMES = (
 )
 # A data model fitted by mode=calibrate, used wherever a pipeline name is: calibrated:/path/device.json
 CALIBRATED_PREFIX = "calibrated:"
+# LibRaw's own processing (rawpy) as a data model, wherever a pipeline name is: libraw:AHD
+LIBRAW_PREFIX = "libraw:"
+# rawpy's demosaic algorithms; the installed LibRaw may lack some (libraw_available_algorithms).
+LIBRAW_ALGORITHMS = ("AHD", "DCB", "VNG", "PPG", "AAHD", "DHT", "LINEAR", "MODIFIED_AHD", "AFD", "VCD",
+                     "VCD_MODIFIED_AHD", "LMMSE", "AMAZE")  # fmt: skip
+# Those LibRaw builds only with its GPL demosaic packs (rawpy.flags DEMOSAIC_PACK_GPL2 / GPL3).
+LIBRAW_GPL_PACKS = {"MODIFIED_AHD": "GPL2", "AFD": "GPL2", "VCD": "GPL2", "VCD_MODIFIED_AHD": "GPL2",
+                    "LMMSE": "GPL2", "AMAZE": "GPL3"}  # fmt: skip
+# synthesis.train / synthesis.test: the 12 static pipelines and every LibRaw algorithm installed.
+ALL_WITH_LIBRAW = "all+libraw"
 
-THETA_GROUPS = ("black_level", "demosaic", "white_balance", "colour_matrix", "sharpen", "denoise", "gamma")
-TONE_CURVES = ("power", "srgb")
+# θ groups of the parametrized data model; ``curve`` (the knots of a flexible tone curve) acts only with
+# tone_curve="curve", ``gamma`` only with tone_curve="power".
+THETA_GROUPS = (
+    "black_level",
+    "demosaic",
+    "white_balance",
+    "colour_matrix",
+    "sharpen",
+    "denoise",
+    "gamma",
+    "curve",
+)
+# power: the paper's x^(1/γ); srgb: the sRGB curve of device JPEGs; curve: monotone, per channel, learnable knots.
+TONE_CURVES = ("power", "srgb", "curve")
 # The options of the data_model config group and the class each builds (raw2logit.isp.specs).
 DATA_MODEL_TARGETS = {
     "static": "raw2logit.isp.specs.StaticViews",
@@ -76,3 +98,30 @@ def resolve_pipeline_names(names: str | Iterable[str]) -> list[str]:
     for name in names:
         parse_pipeline_name(name)
     return names
+
+
+def libraw_available_algorithms() -> list[str]:
+    """The ``LIBRAW_ALGORITHMS`` the installed LibRaw supports (imports rawpy, which needs no torch)."""
+    import rawpy
+
+    return [name for name in LIBRAW_ALGORITHMS if rawpy.DemosaicAlgorithm[name].isSupported]
+
+
+def libraw_algorithm(spec: str) -> str:
+    """The LibRaw demosaic algorithm of a ``libraw:<algorithm>`` spec (any case), checked against the
+    installed LibRaw; one sentence naming it and the available ones if it is unknown or missing."""
+    name = spec[len(LIBRAW_PREFIX) :].strip().upper() if spec.startswith(LIBRAW_PREFIX) else spec.upper()
+    if name in LIBRAW_ALGORITHMS:
+        available = libraw_available_algorithms()
+        if name in available:
+            return name
+        import rawpy
+
+        version = ".".join(map(str, rawpy.libraw_version))
+        pack = (
+            f" (it needs LibRaw's {LIBRAW_GPL_PACKS[name]} demosaic pack)" if name in LIBRAW_GPL_PACKS else ""
+        )
+        raise InputError(f"LibRaw demosaic algorithm {name} is not in the installed LibRaw {version}{pack}; "
+                         f"available: {', '.join(available)}.")  # fmt: skip
+    raise InputError(f"{spec!r} names no LibRaw demosaic algorithm; expected {LIBRAW_PREFIX}<algorithm> with one of "
+                     f"{', '.join(libraw_available_algorithms())} (those the installed LibRaw offers).")  # fmt: skip

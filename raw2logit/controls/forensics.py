@@ -29,7 +29,8 @@ from raw2logit.training import DriftModule, Normalise
 # Physically plausible ranges for the projection option, relative to θ_stat where marked:
 # black level: absolute offset in [0, 0.25] of the white level; white balance: gains within
 # [1/4, 4] times θ_stat's (same sign); colour matrix: entries within ±1 of θ_stat's; demosaic,
-# sharpen and denoise kernels: entries within ±1 of θ_stat's; gamma in [1, 3].
+# sharpen and denoise kernels: entries within ±1 of θ_stat's; gamma in [1, 3]; tone curve knots within
+# ±0.25 of θ_stat's (the curve stays monotone whatever its knots: raw2logit.isp.tone).
 PLAUSIBLE = {
     "black_level": ("absolute", 0.0, 0.25),
     "white_balance": ("ratio", 0.25, 4.0),
@@ -38,6 +39,7 @@ PLAUSIBLE = {
     "sharpen": ("offset", -1.0, 1.0),
     "denoise": ("offset", -1.0, 1.0),
     "gamma": ("absolute", 1.0, 3.0),
+    "curve": ("offset", -0.25, 0.25),
 }
 
 
@@ -204,6 +206,10 @@ def run_search(
     from raw2logit.training import evaluate
 
     groups = check_groups(target)
+    idle = [g for g in groups if g not in data_model.active_groups()] if target != "all" else []
+    if idle:
+        raise InputError(f"forensics.target={target} does not act on this data model (variant {data_model.variant}, "
+                         f"tone curve {data_model.tone_curve}); acting groups: {', '.join(data_model.active_groups())}.")  # fmt: skip
     data_model.set_trainable(groups)
     theta_before = data_model.theta_dict()
     reference = copy.deepcopy(data_model).requires_grad_(False).eval()

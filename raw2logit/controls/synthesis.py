@@ -25,6 +25,7 @@ from raw2logit.data.splits import kfold_splits
 from raw2logit.data.views import ViewCache
 from raw2logit.errors import InputError
 from raw2logit.locks import file_lock
+from raw2logit.names import LIBRAW_PREFIX
 from raw2logit.runtime import deferred_interrupts
 from raw2logit.tasks.checkpoints import save_task_model
 from raw2logit.tasks.task import Task
@@ -309,7 +310,9 @@ def assemble(cells: list[dict], out_dir: Path, pipeline_order: Sequence[str] = (
     )
 
     diagonal = [matrix.loc[t, t] for t in trains if t in matrix.columns]
-    off_diagonal = [matrix.loc[r, c] for r in trains for c in tests if r != c]
+    # LibRaw's columns are reported on their own ("libraw"), so that "isp" stays the data models' drift.
+    real_isp = [c for c in tests if c.startswith(LIBRAW_PREFIX)]
+    off_diagonal = [matrix.loc[r, c] for r in trains for c in tests if r != c and c not in real_isp]
     summary = {
         "mode": "synthesis",
         "metric": metric,
@@ -327,6 +330,20 @@ def assemble(cells: list[dict], out_dir: Path, pipeline_order: Sequence[str] = (
     summary["isp"]["change"] = (
         summary["isp"]["test"] - summary["isp"]["train"] if diagonal and off_diagonal else None
     )
+    if real_isp:
+        rows = [t for t in trains if not t.startswith(LIBRAW_PREFIX)]
+        values = matrix.loc[rows, real_isp].to_numpy() if rows else np.array([])
+        summary["libraw"] = {
+            "algorithms": real_isp,
+            # the rows' own pipelines, when they are columns too (None otherwise, as "isp")
+            "train": float(np.mean(own))
+            if (own := [matrix.loc[t, t] for t in rows if t in matrix.columns])
+            else None,
+            "test": float(np.nanmean(values)) if values.size else None,
+            "per_algorithm": {c: float(matrix.loc[rows, c].mean()) for c in real_isp} if rows else {},
+        }
+        train, test = summary["libraw"]["train"], summary["libraw"]["test"]
+        summary["libraw"]["change"] = test - train if test is not None and train is not None else None
     if corruptions is not None:
         summary["corruptions"] = {
             "severity": cells[0]["severity"],

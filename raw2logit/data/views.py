@@ -134,9 +134,10 @@ class ViewCache:
         device: where the torch pipelines run.
         batch_size: images per batch when computing.
         log: progress printer.
-        specs: data models beyond the 12 static pipelines, as specs (``calibrated:<file>``; see
-            ``raw2logit.isp.specs``); their views are named ``spec_name(spec)`` and cached under the
-            digest of the file behind them.
+        specs: data models beyond the 12 static pipelines, as specs (``calibrated:<file>``,
+            ``libraw:<algorithm>``; see ``raw2logit.isp.specs``); their views are named
+            ``spec_name(spec)`` and cached under the digest of what they depend on (the file behind
+            them; LibRaw's version and settings).
     """
 
     def __init__(self, dataset: RawDataset, cache_dir: str | Path, backend: str = "torch", device: str = "cpu",
@@ -178,15 +179,17 @@ class ViewCache:
 
     def _compute_spec(self, name: str) -> None:
         spec = self.specs[name]
-        data_model = build_data_model(spec, self.dataset.camera).to(self.device)
+        built = {}  # one data model per camera (a calibrated file keeps its own camera)
         self.folder.mkdir(parents=True, exist_ok=True)
         n, (height, width) = len(self.dataset), self.dataset.image_shape
         partial = self.path(name).with_suffix(".partial.npy")
         array = open_view_file(partial, (n, 3, height, width))
         self.log(f"computing the views of {name} ({spec}) -> {self.folder}")
-        for indices, _ in self._batches():
+        for indices, camera in self._batches():
+            if camera not in built:
+                built[camera] = build_data_model(spec, camera).to(self.device)
             with torch.no_grad():
-                views = data_model(self.dataset.normalised(indices).to(self.device))
+                views = built[camera](self.dataset.normalised(indices).to(self.device))
             array[indices] = _quantise(views, name)
         array.close()
         os.replace(partial, self.path(name))

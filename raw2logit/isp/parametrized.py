@@ -1,10 +1,16 @@
 """The parametrized, differentiable data model of the paper (Section 4.2.2, Appendix A.1.2).
 
 theta = (black level (4), demosaic kernels (3, 3, 3), white balance (3), colour matrix (3, 3),
-sharpen kernel (3, 3), denoise kernel (5, 5), gamma (1)), every group an ``nn.Parameter``.
-At initialisation the pipeline equals ``StaticPipeline("bi_s_ga", camera)`` (Eq. 6): bilinear
-demosaicing as three 3x3 convolutions of the zero-filled colour planes, the sharpening filter,
-and scipy's sigma-0.5 Gaussian as a 5x5 kernel, with the same boundary modes as the reference.
+sharpen kernel (3, 3), denoise kernel (5, 5), gamma (1), tone curve knots (3, 17)), every group an
+``nn.Parameter``. At initialisation the pipeline equals ``StaticPipeline("bi_s_ga", camera)`` (Eq. 6):
+bilinear demosaicing as three 3x3 convolutions of the zero-filled colour planes, the sharpening
+filter, and scipy's sigma-0.5 Gaussian as a 5x5 kernel, with the same boundary modes as the
+reference; the tone curve knots start on the paper's x ** (1/2.2) (``raw2logit.isp.tone``).
+
+Two structural choices go beyond the paper, for fitting real devices (``mode=calibrate``):
+``tone_curve="curve"`` ends in the flexible monotone curve, and ``white_balance_first`` applies the
+white balance to the mosaic before demosaicing, as dcraw, LibRaw and most camera ISPs do (a
+demosaic that mixes colours, Malvar's or Menon's, gives other values on white-balanced input).
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from torch import nn
 
 from raw2logit.errors import InputError
 from raw2logit.isp.camera import CameraParams, check_camera
+from raw2logit.isp.colour import merge_luma
 from raw2logit.isp.demosaic import DEMOSAIC_METHODS, bilinear_kernels, demosaic_planes
 from raw2logit.isp.denoise import gaussian_denoise, gaussian_denoise_kernel, median_denoise
 from raw2logit.isp.sharpen import sharpen_filter, sharpen_kernel, unsharp_mask
-from raw2logit.isp.steps import GAMMA, build_steps, run_steps
+from raw2logit.isp.steps import GAMMA, Step, build_steps, run_steps
+from raw2logit.isp.tone import KNOTS, curve_knots, tone_curve
 from raw2logit.isp.validation import check_raw
 from raw2logit.names import THETA_GROUPS, TONE_CURVES, parse_pipeline_name
 
@@ -33,7 +41,9 @@ THETA_SHAPES = {
     "sharpen": (3, 3),
     "denoise": (5, 5),
     "gamma": (1,),
+    "curve": (3, KNOTS),
 }
+PATTERN_CHANNELS = {"R": 0, "G": 1, "B": 2}
 
 
 def check_groups(groups: Iterable[str] | str) -> list[str]:
@@ -64,6 +74,7 @@ def static_theta(camera: CameraParams, gamma: float = GAMMA) -> dict[str, torch.
         "sharpen": sharpen_kernel(torch.float64),
         "denoise": gaussian_denoise_kernel(dtype=torch.float64),
         "gamma": torch.tensor([float(gamma)], dtype=torch.float64),
+        "curve": curve_knots("power"),
     }
 
 
@@ -82,8 +93,12 @@ class ParametrizedPipeline(nn.Module):
             (``demosaic`` for ``bi``, ``sharpen`` for ``s``, ``denoise`` for ``ga``); Malvar, Menon,
             unsharp masking and the median filter are used as they are. At θ_stat the output
             equals ``StaticPipeline(variant)``.
-        tone_curve: ``"power"`` (the paper's ``x ** (1/gamma)``) or ``"srgb"`` (the sRGB curve of
-            device JPEGs; ``gamma`` then does not act).
+        tone_curve: ``"power"`` (the paper's ``x ** (1/gamma)``), ``"srgb"`` (the sRGB curve of
+            device JPEGs) or ``"curve"`` (monotone per-channel curve through the ``curve`` knots,
+            ``raw2logit.isp.tone``). ``gamma`` acts only with ``"power"``, ``curve`` only with ``"curve"``.
+        white_balance_first: apply the white balance gains to the mosaic sites before demosaicing
+            (dcraw/LibRaw order) instead of to the demosaiced image (the paper's order). Equal for
+            bilinear demosaicing; different for Malvar's and Menon's, which mix colours.
 
     Shapes:
         raw (B, H, W) float in [0, 1], H and W even -> view (B, 3, H, W).
@@ -96,14 +111,18 @@ class ParametrizedPipeline(nn.Module):
         theta: Mapping[str, object] | None = None,
         variant: str = "bi_s_ga",
         tone_curve: str = "power",
+        white_balance_first: bool = False,
     ):
         super().__init__()
         check_camera(camera)
         if tone_curve not in TONE_CURVES:
             raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
+        if not isinstance(white_balance_first, bool):
+            raise InputError(f"white_balance_first must be true or false; got {white_balance_first!r}.")
         self.camera = camera
         self.variant = variant
         self.tone_curve = tone_curve
+        self.white_balance_first = white_balance_first
         self._demosaic, self._sharpen, self._denoise = parse_pipeline_name(variant)
         # θ is kept in float64 (a few dozen numbers) and cast to the input's dtype at use: at θ_stat
         # the forward then matches the static pipeline within float32 (float64) rounding of the same steps.
@@ -144,6 +163,7 @@ class ParametrizedPipeline(nn.Module):
             "sharpen": self._sharpen != "s",
             "denoise": self._denoise != "ga",
             "gamma": self.tone_curve != "power",
+            "curve": self.tone_curve != "curve",
         }
         return [group for group in THETA_GROUPS if not inactive.get(group, False)]
 
@@ -190,7 +210,8 @@ class ParametrizedPipeline(nn.Module):
 
     def save_theta_json(self, path: str | Path) -> Path:
         path = Path(path)
-        document = {"variant": self.variant, "tone_curve": self.tone_curve, "theta": self.theta_dict(),
+        document = {"variant": self.variant, "tone_curve": self.tone_curve,
+                    "white_balance_first": self.white_balance_first, "theta": self.theta_dict(),
                     "camera": self.camera.to_dict()}  # fmt: skip
         path.write_text(json.dumps(document, indent=2))
         return path
@@ -203,8 +224,8 @@ class ParametrizedPipeline(nn.Module):
         document = load_theta_json(path)
         try:
             camera = camera if camera is not None else CameraParams.from_dict(document["camera"])
-            return cls(camera, normalize_output, document["theta"],
-                       document.get("variant", "bi_s_ga"), document.get("tone_curve", "power"))  # fmt: skip
+            return cls(camera, normalize_output, document["theta"], document.get("variant", "bi_s_ga"),
+                       document.get("tone_curve", "power"), document.get("white_balance_first", False))  # fmt: skip
         except InputError as error:
             raise InputError(f"θ file {path}: {error}") from None
         except (TypeError, ValueError) as error:
@@ -212,31 +233,55 @@ class ParametrizedPipeline(nn.Module):
                              "save_theta_json writes.") from None  # fmt: skip
 
     # -- processing -----------------------------------------------------------------------
+    def _site_gains(self, dtype: torch.dtype) -> torch.Tensor:
+        """(4,) white balance gain of each 2x2 site (reading order) for the camera's pattern."""
+        channels = [PATTERN_CHANNELS[colour] for colour in self.camera.pattern]
+        return self.white_balance.to(dtype)[channels]
+
     def _steps(self, dtype: torch.dtype, stages: bool = False):
         if self._demosaic == "bi":
             demosaic = lambda cfa, pattern, dtype: demosaic_planes(cfa, pattern, self.demosaic, dtype)
         else:
             demosaic = DEMOSAIC_METHODS[self._demosaic]
+        gains = self.white_balance
+        if self.white_balance_first:
+            # The gains scale the black-level-corrected mosaic; the later white balance step is then 1.
+            plain_demosaic = demosaic
+
+            def demosaic(cfa, pattern, dtype):
+                height, width = cfa.shape[-2:]
+                sites = self._site_gains(cfa.dtype).view(2, 2).repeat(height // 2, width // 2)
+                return plain_demosaic(cfa * sites, pattern, dtype)
+
+            gains = torch.ones(3, dtype=torch.float64, device=self.white_balance.device)
         sharpen = (lambda luma: sharpen_filter(luma, self.sharpen)) if self._sharpen == "s" else unsharp_mask
         denoise = (
             (lambda luma: gaussian_denoise(luma, self.denoise)) if self._denoise == "ga" else median_denoise
         )
-        return build_steps(
+        steps = build_steps(
             self.camera.pattern,
             self.black_level,
             ("theta", demosaic),
-            self.white_balance,
+            gains,
             self.colour_matrix,
             ("theta", sharpen),
             ("theta", denoise),
             self.gamma,
             dtype,
-            self.tone_curve,
+            "power" if self.tone_curve == "curve" else self.tone_curve,
             stages,
         )
+        if self.tone_curve == "curve":  # the last step is the tone curve
+            def curve_step(state, out=None):
+                view = tone_curve(merge_luma(*state), self.curve)
+                return view if out is None else out.copy_(view)
+
+            steps[-1] = Step("tone:curve", curve_step, "gamma")
+        return steps
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, tone_curve={self.tone_curve!r}, camera={self.camera.name!r}"
+        order = ", white_balance_first=True" if self.white_balance_first else ""
+        return f"variant={self.variant!r}, tone_curve={self.tone_curve!r}{order}, camera={self.camera.name!r}"
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         check_raw(raw)

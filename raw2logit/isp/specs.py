@@ -6,7 +6,9 @@ A spec is what a config or a user writes wherever a pipeline is named:
 - ``calibrated:<file>``: a data model fitted to a device by ``mode=calibrate`` (its ``pipeline.json``,
   a θ file with the device's camera);
 - a θ file (``data_model.theta=<file>``): a parametrized data model exported by optimization or
-  forensics, applied with the dataset's camera.
+  forensics, applied with the dataset's camera;
+- ``libraw:<algorithm>``: LibRaw's own processing with that demosaic (``raw2logit.isp.libraw``), a
+  real-world ISP as drift; ``all+libraw`` is the 12 and every algorithm the installed LibRaw offers.
 
 ``parse_specs`` checks a config value and expands ``all``; ``build_data_model`` builds any spec;
 ``spec_digest`` fingerprints the file behind a spec (a changed file is a different experiment).
@@ -20,11 +22,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raw2logit.errors import InputError
-from raw2logit.names import CALIBRATED_PREFIX, STATIC_PIPELINE_NAMES, resolve_pipeline_names
+from raw2logit.names import (
+    ALL_WITH_LIBRAW,
+    CALIBRATED_PREFIX,
+    LIBRAW_PREFIX,
+    STATIC_PIPELINE_NAMES,
+    libraw_algorithm,
+    libraw_available_algorithms,
+    resolve_pipeline_names,
+)
+
+# Part of a LibRaw view's cache key beside LibRaw's version: bump when LIBRAW_SETTINGS or the DNG change.
+LIBRAW_VIEWS_VERSION = 1
 
 
 def is_static(spec: str) -> bool:
     return spec in STATIC_PIPELINE_NAMES
+
+
+def is_libraw(spec) -> bool:
+    return isinstance(spec, str) and spec.startswith(LIBRAW_PREFIX)
+
+
+def libraw_specs() -> list[str]:
+    """``libraw:<algorithm>`` for every algorithm the installed LibRaw offers, in ``LIBRAW_ALGORITHMS`` order."""
+    return [f"{LIBRAW_PREFIX}{name}" for name in libraw_available_algorithms()]
 
 
 def spec_file(spec: str) -> Path:
@@ -41,20 +63,30 @@ def spec_file(spec: str) -> Path:
 
 
 def spec_name(spec: str) -> str:
-    """How a spec is shown in matrices and logs: the static name, or ``calibrated:<file stem>``."""
-    return spec if is_static(spec) else f"{CALIBRATED_PREFIX}{spec_file(spec).stem}"
+    """How a spec is shown in matrices and logs: the static name, ``libraw:<ALGORITHM>``, or
+    ``calibrated:<file stem>``."""
+    if is_static(spec):
+        return spec
+    if is_libraw(spec):
+        return f"{LIBRAW_PREFIX}{libraw_algorithm(spec)}"
+    return f"{CALIBRATED_PREFIX}{spec_file(spec).stem}"
 
 
 def parse_specs(value) -> list[str]:
-    """The specs of a config value (``all``, a name, or a list of names and ``calibrated:<file>``), each
-    checked now: unknown names and unreadable calibrated files get one sentence here, not later."""
+    """The specs of a config value (``all``, ``all+libraw``, a name, or a list of names, ``calibrated:<file>``
+    and ``libraw:<algorithm>``), each checked now: unknown names, LibRaw algorithms the installed LibRaw
+    lacks and unreadable calibrated files get one sentence here, not later."""
     from omegaconf import OmegaConf
 
     value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     items = [value] if isinstance(value, str) else list(value)
     specs = []
     for item in items:
-        if isinstance(item, str) and item.startswith(CALIBRATED_PREFIX):
+        if item == ALL_WITH_LIBRAW:
+            specs += [*STATIC_PIPELINE_NAMES, *libraw_specs()]
+        elif is_libraw(item):
+            specs.append(f"{LIBRAW_PREFIX}{libraw_algorithm(item)}")
+        elif isinstance(item, str) and item.startswith(CALIBRATED_PREFIX):
             build_data_model(item)  # reads and checks the file
             specs.append(f"{CALIBRATED_PREFIX}{spec_file(item)}")
         else:
@@ -63,17 +95,27 @@ def parse_specs(value) -> list[str]:
 
 
 def spec_digest(spec: str) -> bytes:
-    """The content of the file behind a spec (empty for a static name): part of every cache key."""
-    return b"" if is_static(spec) else hashlib.sha1(spec_file(spec).read_bytes()).digest()
+    """What a spec's views depend on beyond the data: nothing for a static name, LibRaw's version and
+    settings for ``libraw:``, the file's content for a calibrated file. Part of every cache key."""
+    if is_static(spec):
+        return b""
+    if is_libraw(spec):
+        import rawpy
+
+        version = f"{spec_name(spec)}|LibRaw {rawpy.libraw_version}|rawpy {rawpy.__version__}|v{LIBRAW_VIEWS_VERSION}"
+        return hashlib.sha1(version.encode()).digest()
+    return hashlib.sha1(spec_file(spec).read_bytes()).digest()
 
 
 def build_data_model(spec: str, camera=None, normalize_output: bool = False):
     """The data model a spec names, as a torch module in eval mode.
 
     Args:
-        spec: a static name, ``calibrated:<file>``, or a θ file path (see the module docstring).
-        camera: the dataset's ``CameraParams``: required for a static name; replaces the camera
-            stored in a θ file; a calibrated file keeps its device's camera.
+        spec: a static name, ``libraw:<algorithm>``, ``calibrated:<file>``, or a θ file path (see the
+            module docstring).
+        camera: the dataset's ``CameraParams``: required for a static name and LibRaw (it is written into
+            the DNG LibRaw reads); replaces the camera stored in a θ file; a calibrated file keeps its
+            device's camera.
         normalize_output: end a parametrized data model with the affine-free BatchNorm.
     """
     from raw2logit.isp.parametrized import ParametrizedPipeline
@@ -83,6 +125,12 @@ def build_data_model(spec: str, camera=None, normalize_output: bool = False):
         if camera is None:
             raise InputError(f"The static data model {spec} needs the dataset's camera parameters.")
         return StaticPipeline(spec, camera).eval()
+    if is_libraw(spec):
+        from raw2logit.isp.libraw import LibRawPipeline
+
+        if camera is None:
+            raise InputError(f"The data model {spec} needs the dataset's camera parameters.")
+        return LibRawPipeline(spec, camera).eval()
     if isinstance(spec, str) and spec.startswith(CALIBRATED_PREFIX):
         path = spec_file(spec)
         try:
@@ -94,14 +142,16 @@ def build_data_model(spec: str, camera=None, normalize_output: bool = False):
     return ParametrizedPipeline.from_theta_json(Path(spec).expanduser(), normalize_output, camera).eval()
 
 
-def parametrized_data_model(camera, theta: str | None = None, normalize_output: bool = False):
-    """The parametrized data model at θ_stat of ``camera``, or at the θ of a spec (``data_model.theta``:
-    a θ file or ``calibrated:<file>``); trainable (every θ group requires grad)."""
+def parametrized_data_model(camera, theta: str | None = None, normalize_output: bool = False,
+                            tone_curve: str = "power"):  # fmt: skip
+    """The parametrized data model at θ_stat of ``camera`` ending in ``tone_curve`` (``data_model.tone_curve``),
+    or at the θ of a spec (``data_model.theta``: a θ file or ``calibrated:<file>``, whose own variant and
+    tone curve then apply); trainable (every θ group requires grad)."""
     from raw2logit.isp.parametrized import ParametrizedPipeline
 
     if theta:
         return build_data_model(str(theta), camera, normalize_output).train().requires_grad_(True)
-    return ParametrizedPipeline(camera, normalize_output)
+    return ParametrizedPipeline(camera, normalize_output, tone_curve=tone_curve)
 
 
 # -- the data_model config group: each option is one of these (``_target_``) ------------------------------
@@ -121,19 +171,22 @@ class StaticViews:
 @dataclass(frozen=True)
 class Parametrized:
     """``data_model=parametrized``: Φ_para(x, θ) inside the training step, θ learned (``learn``) with
-    its own learning rate, or frozen; starting at θ_stat or at the θ of ``theta`` (a θ file or
-    ``calibrated:<file>``)."""
+    its own learning rate, or frozen; starting at θ_stat ending in ``tone_curve`` (``power``: θ group
+    ``gamma``; ``curve``: the monotone knots, θ group ``curve``) or at the θ of ``theta`` (a θ file or
+    ``calibrated:<file>``, which keeps its own tone curve)."""
 
     learn: bool = True
     lr: float = 1e-3
     normalize_output: bool = False
     theta: str | None = None
+    tone_curve: str = "power"
     name = "parametrized"
     in_step = True
 
     def build(self, camera):
-        model = parametrized_data_model(camera, self.theta, self.normalize_output)
-        return model.set_trainable("all" if self.learn else [])
+        model = parametrized_data_model(camera, self.theta, self.normalize_output, self.tone_curve)
+        # Only the groups that act on the output learn: a parameter without gradient would stop DDP.
+        return model.set_trainable(model.active_groups() if self.learn else [])
 
     def describe(self, intensity: float) -> str:
         return f"{'learned' if self.learn else 'frozen'} (I={intensity:g})"

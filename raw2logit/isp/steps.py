@@ -90,8 +90,8 @@ def build_steps(
     its own step (for ``forward_stages``); without, white balance, colour correction and the
     luma split are one (4, 3) matrix product (equal to rounding).
     """
-    if tone_curve not in TONE_CURVES:
-        raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES)}.")
+    if tone_curve not in TONE_CURVES[:2]:  # "curve" (learnable knots) is added by ParametrizedPipeline
+        raise InputError(f"Unknown tone curve {tone_curve!r}; expected one of {', '.join(TONE_CURVES[:2])}.")
     demosaic_key, demosaic_fn = demosaic
     sharpen_key, sharpen_fn = sharpen
     denoise_key, denoise_fn = denoise

@@ -186,6 +186,74 @@ def test_calibrated_pipeline_as_a_test_column(run_mode):
         )
 
 
+def test_calibrate_with_the_flexible_tone_curve_exports_and_reloads(run_mode):
+    """Issue 15, item 1: calibrate.tone_curve=curve fits the knots; the file is a synthesis column and the
+    parametrized data model's start (its curve group then moves in optimization)."""
+    calibration, calibrate_dir = run_mode(["mode=calibrate", "calibrate.steps=20", "calibrate.num_pairs=4",
+                                           "calibrate.variants=[me_s_ga]", "calibrate.tone_curve=curve"], "calibrate")  # fmt: skip
+    pipeline = calibrate_dir / "calibrate" / "pipeline.json"
+    document = json.loads(pipeline.read_text())
+    assert document["tone_curve"] == "curve" and np.shape(document["theta"]["curve"]) == (3, 17)
+    assert json.loads((calibrate_dir / "calibrate" / "fit.json").read_text())["tone_curve"] == "curve"
+    assert calibration["psnr"] > calibration["initial_psnr"]
+    _summary, run_dir = run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test=[bi_s_me,calibrated:{pipeline}]",
+                                 "synthesis.corruptions=none"], "synthesis")  # fmt: skip
+    assert list(pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train").columns) == [
+        "bi_s_me",
+        "calibrated:pipeline",
+    ]
+    _, optimization_dir = run_mode(["mode=optimization", "data_model=parametrized", "data_model.learn=true",
+                                    f"data_model.theta=calibrated:{pipeline}"], "optimization")  # fmt: skip
+    exported = json.loads((optimization_dir / "optimization" / "theta.json").read_text())
+    assert exported["tone_curve"] == "curve" and exported["theta"]["curve"] != document["theta"]["curve"]
+
+
+def test_libraw_columns_are_computed_once_and_reported_apart(run_mode):
+    """Issue 15: LibRaw's processing as drift, beside the data models; its views are cached like theirs."""
+    pytest.importorskip("rawpy")
+    overrides = ["synthesis.train=[bi_s_me]", "synthesis.test=[bi_s_me,libraw:ahd,libraw:LINEAR]",
+                 "synthesis.corruptions=none"]  # fmt: skip
+    summary, run_dir = run_mode(overrides, "libraw")
+    matrix = pd.read_csv(run_dir / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.columns) == ["bi_s_me", "libraw:AHD", "libraw:LINEAR"]
+    assert summary["libraw"]["algorithms"] == ["libraw:AHD", "libraw:LINEAR"]
+    assert summary["libraw"]["test"] == pytest.approx(
+        matrix.loc["bi_s_me", ["libraw:AHD", "libraw:LINEAR"]].mean()
+    )
+    assert summary["isp"]["test"] is None  # the data models' own drift leaves LibRaw out
+    cache = run_dir.parent / "outputs" / "cache" / "views"
+    cached = sorted(p.name for p in cache.rglob("libraw-*.npy"))
+    assert len(cached) == 2 and cached[0].startswith("libraw-AHD-")
+    stamps = [p.stat().st_mtime_ns for p in sorted(cache.rglob("libraw-*.npy"))]
+    run_mode([*overrides[:1], "synthesis.test=[libraw:LINEAR]", "synthesis.corruptions=none"], "again")
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("libraw-*.npy"))] == stamps  # not recomputed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("[libraw:FANCY]", r"synthesis\.test must be 'all' or a non-empty list .*libraw:<algorithm> with one of AHD"),
+     ("[all+libraw,bi_s_me]", r"synthesis\.test must be .* or 'all\+libraw' alone; got \['all\+libraw', 'bi_s_me'\]")],
+)  # fmt: skip
+def test_bad_libraw_names_are_one_sentence(run_mode, value, message):
+    with pytest.raises(InputError, match=message):
+        run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test={value}", "synthesis.corruptions=none"])
+
+
+def test_an_algorithm_the_installed_libraw_lacks_is_one_sentence(run_mode):
+    """Issue 15, item 5: the sentence names the algorithm, the pack it needs and the available ones."""
+    pytest.importorskip("rawpy")
+    from raw2logit.names import LIBRAW_ALGORITHMS, libraw_available_algorithms
+
+    available = libraw_available_algorithms()
+    missing = [name for name in LIBRAW_ALGORITHMS if name not in available]
+    if not missing:
+        pytest.skip("this LibRaw has every demosaic algorithm")
+    message = (rf"^synthesis\.test: LibRaw demosaic algorithm {missing[-1]} is not in the installed LibRaw [0-9.]+ "
+               rf"\(it needs LibRaw's GPL[23] demosaic pack\); available: {', '.join(available)}\.$")  # fmt: skip
+    with pytest.raises(InputError, match=message):
+        run_mode(["synthesis.train=[bi_s_me]", f"synthesis.test=[bi_s_me,libraw:{missing[-1].lower()}]"])
+
+
 def test_numpy_backend_runs_the_reference(run_mode):
     """data_model.backend=numpy computes the views with the numpy oracle (colour-demosaicing, scipy, skimage)."""
     summary, run_dir = run_mode(["data_model.backend=numpy", "synthesis.train=[ma_u_ga]", "synthesis.test=[ma_u_ga]",

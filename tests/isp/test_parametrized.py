@@ -33,6 +33,7 @@ THETA_SHAPES = {
     "sharpen": (3, 3),
     "denoise": (5, 5),
     "gamma": (1,),
+    "curve": (3, 17),
 }
 
 
@@ -99,11 +100,18 @@ def test_same_pipeline_is_bitwise_deterministic():
 
 
 @pytest.mark.parametrize("camera_name", ["identity", "microscopy", "drone"])
-def test_every_group_receives_a_gradient(camera_name):
-    pipeline = ParametrizedPipeline(CameraParams.published(camera_name))
+@pytest.mark.parametrize("tone_curve", ["power", "curve"])
+def test_every_active_group_receives_a_gradient(camera_name, tone_curve):
+    """The tone curve's own group (γ for power, the knots for curve) acts; the other one does not."""
+    pipeline = ParametrizedPipeline(CameraParams.published(camera_name), tone_curve=tone_curve)
+    inactive = {"power": "curve", "curve": "gamma"}[tone_curve]
+    assert pipeline.active_groups() == [g for g in THETA_GROUPS if g != inactive]
     raw = random_raw(2, 12, 16).requires_grad_()
     pipeline(raw).square().mean().backward()
     for group, parameter in pipeline.theta().items():
+        if group == inactive:
+            assert parameter.grad is None, group
+            continue
         assert parameter.grad is not None, group
         assert torch.isfinite(parameter.grad).all(), group
         assert parameter.grad.abs().sum() > 0, group
@@ -114,7 +122,7 @@ def test_gradcheck_theta_float64():
     """Φ_para is differentiable in every θ group (float64 gradcheck on a tiny input)."""
     pipeline = ParametrizedPipeline(CameraParams.published("drone"))
     raw = random_raw(1, 4, 6, seed=3).double()
-    groups = list(THETA_GROUPS)
+    groups = [g for g in THETA_GROUPS if g != "curve"]  # the knots act with tone_curve="curve" (test_tone.py)
 
     def forward(*values):
         return torch.func.functional_call(pipeline, dict(zip(groups, values)), (raw,))
@@ -128,7 +136,7 @@ def test_freeze_gamma_stops_only_its_gradient():
     assert not pipeline.gamma.requires_grad
     pipeline(random_raw(1, 8, 10)).square().mean().backward()
     assert pipeline.gamma.grad is None
-    for group in THETA_GROUPS:
+    for group in pipeline.active_groups():
         if group != "gamma":
             grad = getattr(pipeline, group).grad
             assert grad is not None and grad.abs().sum() > 0, group
@@ -234,7 +242,7 @@ def test_theta_json_round_trips_exactly(tmp_path, normalize_output):
     path = source.save_theta_json(tmp_path / "theta.json")
     assert path == tmp_path / "theta.json" and path.exists()
     document = json.loads(path.read_text())
-    assert set(document) == {"theta", "camera", "variant", "tone_curve"}
+    assert set(document) == {"theta", "camera", "variant", "tone_curve", "white_balance_first"}
     loaded = ParametrizedPipeline.from_theta_json(path, normalize_output=normalize_output)
     assert loaded.camera == camera
     assert (loaded.output_norm is not None) == normalize_output

@@ -194,6 +194,6 @@ def test_unknown_theta_group_lists_the_valid_ones():
     with pytest.raises(
         InputError,
         match=r"Unknown parameter group 'hue'; expected 'all' alone, or names among black_level, demosaic, "
-        r"white_balance, colour_matrix, sharpen, denoise, gamma\.",
+        r"white_balance, colour_matrix, sharpen, denoise, gamma, curve\.",
     ):
         pipeline.freeze("hue")

@@ -110,6 +110,25 @@ def test_one_target_group_moves_and_every_other_stays_bit_identical(forensics, c
             assert all(entry["theta"][group] == before[group] for entry in result["history"]), group
 
 
+def test_the_tone_curve_knots_are_a_target_group(forensics, camera):
+    """With data_model.tone_curve=curve the knots are a θ group of their own: they move, the rest stays."""
+    run = forensics("curve", "data_model=parametrized", "data_model.tone_curve=curve", "forensics.target=curve", "lambda=1e-3",
+                    "forensics.lr=0.01", "forensics.epochs=3")  # fmt: skip
+    result = run.json("forensics/result.json")
+    before, after = result["theta_before"], result["theta_after"]
+    assert before == ParametrizedPipeline(camera, tone_curve="curve").theta_dict()
+    assert result["groups"] == ["curve"] and deviation(after, before, "curve") > 1e-3
+    assert all(after[group] == before[group] for group in THETA_GROUPS if group != "curve")
+    exported = ParametrizedPipeline.from_theta_json(run.run_dir / "forensics" / "theta_adversarial.json")
+    assert exported.tone_curve == "curve" and exported.theta_dict()["curve"] == after["curve"]
+
+
+def test_a_target_that_does_not_act_is_refused(run_mode, tmp_path):
+    with pytest.raises(InputError, match=r"forensics\.target=curve does not act with the tone curve power; "
+                       r"use data_model=parametrized data_model\.tone_curve=curve\."):  # fmt: skip
+        run_mode(tmp_path, "mode=forensics", "forensics.target=curve")
+
+
 # -- artifacts -------------------------------------------------------------------------------
 
 

@@ -129,6 +129,15 @@ def test_theta_file_is_the_initial_theta_of_a_later_run(run_mode, learned, tmp_p
         assert snapshots[0]["step"] == 0 and snapshots[0]["theta"] == theta
 
 
+def test_the_tone_curve_is_learned_with_the_task_model(run_mode, tmp_path, dataset):
+    run = run_mode(tmp_path, *PARAMETRIZED, "data_model.learn=true", "data_model.tone_curve=curve")
+    exported = run.json("optimization/theta.json")
+    assert exported["tone_curve"] == "curve"
+    start = ParametrizedPipeline(dataset.camera, tone_curve="curve").theta_dict()
+    assert np.abs(np.asarray(exported["theta"]["curve"]) - np.asarray(start["curve"])).max() > 1e-4
+    assert exported["theta"]["gamma"] == start["gamma"]  # the power curve's γ does not act
+
+
 # -- other data models ---------------------------------------------------------------------------
 
 

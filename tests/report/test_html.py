@@ -260,8 +260,8 @@ def test_calibration_report(calibration_run, run_settings):
         assert close(numbers[key], value), key
     assert numbers["heldout_pairs (count)"] == len(fit["heldout_pairs"])
     variants = pd.read_csv(calibration_run / "calibrate" / "variants.csv", index_col=0)
-    assert set(variants.index) == set(run_settings.calibration_variants)
-    assert_frame_in_page(page, "calibration-variants", variants)
+    assert set(variants["variant"]) == set(run_settings.calibration_variants)  # (+wb_first: Malvar, Menon)
+    assert_frame_in_page(page, "calibration-variants", variants.select_dtypes("number"))
     assert "Fitted θ" in text and "Camera parameters" in text
     theta = numeric_groups(fit["theta"])
     shown = arrays_shown(page, "calibration-theta", "theta")

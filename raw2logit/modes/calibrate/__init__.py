@@ -50,13 +50,16 @@ def run(ctx: Context) -> dict:
     with mode_run(ctx, f"calibrate {Path(str(options.pairs or 'simulated')).name}") as run_id:
         result = fit(raw, rgb, camera, variants=list(variants), tone_curve=options.tone_curve, steps=options.steps,
                      lr=options.lr, holdout=options.holdout, seed=cfg.seed, log=log, patch_size=options.patch_size,
-                     names=list(names), device=device(cfg))  # fmt: skip
+                     names=list(names), device=device(cfg),
+                     white_balance_first=options.get("white_balance_first"))  # fmt: skip
         paths = result.write(ctx.run_dir / FOLDER)
-        summary = {"mode": "calibrate", "source": source, "variant": result.variant, "psnr": result.psnr,
+        summary = {"mode": "calibrate", "source": source, "variant": result.variant,
+                   "white_balance_first": result.pipeline.white_balance_first, "psnr": result.psnr,
                    "delta_e": result.delta_e, "initial_psnr": result.initial_psnr,
+                   "initial_delta_e": result.initial_delta_e, "demosaic": result.demosaic.get("note", ""),
                    "pipeline": str(paths["pipeline"]),
                    "use": f"synthesis.test=[all_static...,{CALIBRATED_PREFIX}{paths['pipeline']}]"}  # fmt: skip
-        log(f"\ncalibrated data model: {result.variant}, held-out PSNR {result.psnr:.1f} dB, mean ΔE2000 "
+        log(f"\ncalibrated data model: {result.label}, held-out PSNR {result.psnr:.1f} dB, mean ΔE2000 "
             f"{result.delta_e:.2f}\n  use it as a pipeline: {CALIBRATED_PREFIX}{paths['pipeline']}")  # fmt: skip
         ctx.tracker.log_metrics(run_id, {"psnr": result.psnr, "delta_e": result.delta_e})
         sample = torch.as_tensor(np.asarray(raw[:3]), dtype=torch.float32)

@@ -24,9 +24,11 @@ from raw2logit.modes.common import (
     mode_run,
     results_store,
 )
-from raw2logit.names import CORRUPTION_NAMES, STATIC_PIPELINE_NAMES
+from raw2logit.names import CORRUPTION_NAMES, LIBRAW_ALGORITHMS, LIBRAW_PREFIX, STATIC_PIPELINE_NAMES
 
 FOLDER = "synthesis"
+# Rows and columns of the matrix: the 12 in the paper's order, then LibRaw's algorithms, then the rest.
+PIPELINE_ORDER = (*STATIC_PIPELINE_NAMES, *(f"{LIBRAW_PREFIX}{name}" for name in LIBRAW_ALGORITHMS))
 # Keys that do not change a cell's result: which cells this run asks for, and whether models are kept.
 RESULTS_IGNORE = ("synthesis.train", "synthesis.save_models", "fold", "lambda")
 
@@ -161,7 +163,7 @@ def run(ctx: Context) -> dict:
                 log_cell(ctx, results, run_id, cell, example)
         for cell in cells:  # the run directory holds its own cells (a sweep assembles from them)
             write_json_atomic(cell_path(ctx.run_dir, cell["train"], cell["fold"]), cell)
-        summary = assemble(cells, ctx.run_dir, STATIC_PIPELINE_NAMES)
+        summary = assemble(cells, ctx.run_dir, PIPELINE_ORDER)
         summary["results_store"] = str(results)
         print_summary(summary, ctx.run_dir)
         isp, corrupted = summary["isp"], summary.get("corruptions", {})
@@ -186,6 +188,11 @@ def print_summary(summary: dict, directory: Path) -> None:
     isp = summary["isp"]
     if isp["change"] is not None:
         log(f"ISP drift: {isp['train']:.3f} -> {isp['test']:.3f} (train -> other test pipelines)")
+    if summary.get("libraw", {}).get("test") is not None:
+        real = summary["libraw"]
+        names = ", ".join(name[len(LIBRAW_PREFIX) :] for name in real["algorithms"])
+        own = f"{real['train']:.3f} -> " if real["train"] is not None else ""
+        log(f"LibRaw (a real-world ISP: {names}): {own}{real['test']:.3f} (train -> LibRaw's views)")
     if "corruptions" in summary:
         cc = summary["corruptions"]
         log(f"Common Corruptions (severity {cc['severity']}): {cc['train']:.3f} -> {cc['test']:.3f}")
@@ -199,6 +206,6 @@ def assemble_sweep(config, sweep_dir: Path) -> dict | None:
     cells = load_cells(sweep_dir)
     if not cells:
         return None
-    summary = assemble(cells, sweep_dir, STATIC_PIPELINE_NAMES)
+    summary = assemble(cells, sweep_dir, PIPELINE_ORDER)
     log(f"\nsweep matrix ({summary['cells']} cells from {sweep_dir}):\n{format_matrix(sweep_dir)}")
     return summary
