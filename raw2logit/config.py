@@ -27,7 +27,7 @@ from raw2logit.names import (
     LIBRAW_ALGORITHMS,
     LIBRAW_PREFIX,
     MODES,
-    REGULARIZERS,
+    REGULARISERS,
     STATIC_PIPELINE_NAMES,
     THETA_GROUPS,
     TONE_CURVES,
@@ -201,7 +201,7 @@ MODE_OPTIONS = {
     },
     "forensics": {
         "target": theta_target,
-        "regularizer": one_of(REGULARIZERS),
+        "regulariser": one_of(REGULARISERS),
         "epochs": integer(1),
         "lr": number(0, low_open=True),
         "plausible": boolean,
@@ -264,7 +264,7 @@ TRAINER = {
 # The keys each data model's _target_ takes (raw2logit.isp.specs): a key of another option is refused.
 DATA_MODEL_KEYS = {
     "static": ("backend",),
-    "parametrized": ("learn", "lr", "normalize_output", "theta", "tone_curve"),
+    "parametrized": ("learn", "lr", "normalise_output", "theta", "tone_curve"),
     "raw": ("learn", "lr"),
     "nn": ("learn", "lr", "width"),
 }
@@ -272,7 +272,7 @@ DATA_MODEL = {
     "_target_": one_of(tuple(DATA_MODEL_TARGETS.values())),
     "learn": boolean,
     "lr": number(0, low_open=True),
-    "normalize_output": boolean,
+    "normalise_output": boolean,
     "theta": optional(text),
     "tone_curve": one_of(TONE_CURVES),
     "backend": one_of(("torch", "numpy")),

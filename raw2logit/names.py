@@ -65,7 +65,7 @@ DATA_MODEL_TARGETS = {
     "raw": "raw2logit.isp.specs.PackedRaw",
     "nn": "raw2logit.isp.specs.LearnedUNet",
 }
-REGULARIZERS = ("l2", "ssim")
+REGULARISERS = ("l2", "ssim")
 CORRUPTION_NAMES = (
     "gaussian_noise",
     "shot_noise",

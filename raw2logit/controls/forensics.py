@@ -22,7 +22,7 @@ from torch import nn
 from raw2logit.errors import InputError, check_finite_loss
 from raw2logit.isp import THETA_GROUPS, ParametrizedPipeline
 from raw2logit.isp.parametrized import check_groups
-from raw2logit.names import REGULARIZERS
+from raw2logit.names import REGULARISERS
 from raw2logit.tasks.task import Task
 from raw2logit.training import DriftModule, Normalise
 
@@ -66,19 +66,19 @@ class ForensicsModule(pl.LightningModule):
         task_model: the trained task network (frozen here).
         task: the ``Task`` (its loss here is Dice + BCE for segmentation, as the paper).
         lam: λ, the weight of the distance term (>= 0).
-        regularizer: ``"l2"`` or ``"ssim"``.
+        regulariser: ``"l2"`` or ``"ssim"``.
         normalisation: the task model's input normalisation (``mean``, ``std``) or None.
         lr: Adam learning rate for θ.
         plausible: project θ into ``PLAUSIBLE`` after every step.
     """
 
     def __init__(self, data_model: ParametrizedPipeline, task_model: nn.Module, task: Task, lam: float,
-                 regularizer: str = "l2", normalisation: dict | None = None, lr: float = 1e-3,
+                 regulariser: str = "l2", normalisation: dict | None = None, lr: float = 1e-3,
                  plausible: bool = False):  # fmt: skip
         super().__init__()
-        if regularizer not in REGULARIZERS:
+        if regulariser not in REGULARISERS:
             raise InputError(
-                f"Unknown forensics.regularizer {regularizer!r}; expected one of {', '.join(REGULARIZERS)}."
+                f"Unknown forensics.regulariser {regulariser!r}; expected one of {', '.join(REGULARISERS)}."
             )
         if not lam >= 0:
             raise InputError(f"lambda must be a non-negative number; got {lam!r}.")
@@ -89,7 +89,7 @@ class ForensicsModule(pl.LightningModule):
         self.loss_fn = task.loss(with_bce=True)  # Dice + BCE for segmentation, as the paper
         self.task = task
         self.lam = lam
-        self.regularizer = regularizer
+        self.regulariser = regulariser
         self.lr = lr
         self.plausible = plausible
         self._ssim = None
@@ -101,7 +101,7 @@ class ForensicsModule(pl.LightningModule):
         return self
 
     def distance(self, views: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        if self.regularizer == "l2":
+        if self.regulariser == "l2":
             return (views - reference).square().flatten(1).sum(1).mean()
         if self._ssim is None:
             from torchmetrics.image import StructuralSimilarityIndexMeasure
@@ -189,7 +189,7 @@ def run_search(
     test_targets: np.ndarray,
     lam: float,
     target: str,
-    regularizer: str,
+    regulariser: str,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -224,7 +224,7 @@ def run_search(
 
     metric_before, _ = measure()
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = ForensicsModule(data_model, task_model, task, lam, regularizer, normalisation, lr, plausible)
+    module = ForensicsModule(data_model, task_model, task, lam, regulariser, normalisation, lr, plausible)
     recorder = SearchRecorder(measure, log)
     trainer = make_trainer(f"forensics λ={lam:g} target={target}", [recorder], run_id=run_id)
     start = time.perf_counter()
@@ -235,7 +235,7 @@ def run_search(
         "lambda": lam,
         "target": target,
         "groups": groups,
-        "regularizer": regularizer,
+        "regulariser": regulariser,
         "metric": task.metric_name,
         "metric_before": metric_before,
         "metric_after": metric_after,

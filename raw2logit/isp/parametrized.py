@@ -84,7 +84,7 @@ class ParametrizedPipeline(nn.Module):
     Args:
         camera: the sensor's ``CameraParams``; gives the Bayer pattern and θ_stat's black level,
             white balance and colour matrix.
-        normalize_output: end with an affine-free ``BatchNorm2d`` over the 3 output channels,
+        normalise_output: end with an affine-free ``BatchNorm2d`` over the 3 output channels,
             as the paper's published module does.
         theta: optional initial θ (group name -> values), e.g. from ``load_theta_json``; groups
             not given start at θ_stat.
@@ -107,7 +107,7 @@ class ParametrizedPipeline(nn.Module):
     def __init__(
         self,
         camera: CameraParams,
-        normalize_output: bool = False,
+        normalise_output: bool = False,
         theta: Mapping[str, object] | None = None,
         variant: str = "bi_s_ga",
         tone_curve: str = "power",
@@ -130,7 +130,7 @@ class ParametrizedPipeline(nn.Module):
             self.register_parameter(group, nn.Parameter(value.to(torch.float64)))
         if theta:
             self.load_theta(theta)
-        self.output_norm = nn.BatchNorm2d(3, affine=False) if normalize_output else None
+        self.output_norm = nn.BatchNorm2d(3, affine=False) if normalise_output else None
 
     # -- θ groups -------------------------------------------------------------------------
     def theta(self) -> dict[str, nn.Parameter]:
@@ -217,14 +217,14 @@ class ParametrizedPipeline(nn.Module):
         return path
 
     @classmethod
-    def from_theta_json(cls, path: str | Path, normalize_output: bool = False,
+    def from_theta_json(cls, path: str | Path, normalise_output: bool = False,
                         camera: CameraParams | None = None) -> ParametrizedPipeline:  # fmt: skip
         """Reload a pipeline written by ``save_theta_json``; ``camera`` replaces the file's camera (its
         Bayer pattern must match θ's), e.g. to apply a θ to another dataset of the same sensor."""
         document = load_theta_json(path)
         try:
             camera = camera if camera is not None else CameraParams.from_dict(document["camera"])
-            return cls(camera, normalize_output, document["theta"], document.get("variant", "bi_s_ga"),
+            return cls(camera, normalise_output, document["theta"], document.get("variant", "bi_s_ga"),
                        document.get("tone_curve", "power"), document.get("white_balance_first", False))  # fmt: skip
         except InputError as error:
             raise InputError(f"θ file {path}: {error}") from None
@@ -272,6 +272,7 @@ class ParametrizedPipeline(nn.Module):
             stages,
         )
         if self.tone_curve == "curve":  # the last step is the tone curve
+
             def curve_step(state, out=None):
                 view = tone_curve(merge_luma(*state), self.curve)
                 return view if out is None else out.copy_(view)
@@ -289,12 +290,12 @@ class ParametrizedPipeline(nn.Module):
         return self.output_norm(view) if self.output_norm is not None else view
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Intermediate stages, stage name -> tensor; ``"normalized"`` is added with ``normalize_output``."""
+        """Intermediate stages, stage name -> tensor; ``"normalised"`` is added with ``normalise_output``."""
         check_raw(raw)
         stages: dict[str, torch.Tensor] = {}
         view = run_steps(raw, self._steps(raw.dtype, stages=True), stages)
         if self.output_norm is not None:
-            stages["normalized"] = self.output_norm(view)
+            stages["normalised"] = self.output_norm(view)
         return stages
 
 

@@ -107,7 +107,7 @@ def spec_digest(spec: str) -> bytes:
     return hashlib.sha1(spec_file(spec).read_bytes()).digest()
 
 
-def build_data_model(spec: str, camera=None, normalize_output: bool = False):
+def build_data_model(spec: str, camera=None, normalise_output: bool = False):
     """The data model a spec names, as a torch module in eval mode.
 
     Args:
@@ -116,7 +116,7 @@ def build_data_model(spec: str, camera=None, normalize_output: bool = False):
         camera: the dataset's ``CameraParams``: required for a static name and LibRaw (it is written into
             the DNG LibRaw reads); replaces the camera stored in a θ file; a calibrated file keeps its
             device's camera.
-        normalize_output: end a parametrized data model with the affine-free BatchNorm.
+        normalise_output: end a parametrized data model with the affine-free BatchNorm.
     """
     from raw2logit.isp.parametrized import ParametrizedPipeline
     from raw2logit.isp.static import StaticPipeline
@@ -134,15 +134,15 @@ def build_data_model(spec: str, camera=None, normalize_output: bool = False):
     if isinstance(spec, str) and spec.startswith(CALIBRATED_PREFIX):
         path = spec_file(spec)
         try:
-            return ParametrizedPipeline.from_theta_json(path, normalize_output).eval()
+            return ParametrizedPipeline.from_theta_json(path, normalise_output).eval()
         except InputError as error:
             if str(path) in str(error):
                 raise
             raise InputError(f"Calibrated data model file {path} is invalid: {error}") from None
-    return ParametrizedPipeline.from_theta_json(Path(spec).expanduser(), normalize_output, camera).eval()
+    return ParametrizedPipeline.from_theta_json(Path(spec).expanduser(), normalise_output, camera).eval()
 
 
-def parametrized_data_model(camera, theta: str | None = None, normalize_output: bool = False,
+def parametrized_data_model(camera, theta: str | None = None, normalise_output: bool = False,
                             tone_curve: str = "power"):  # fmt: skip
     """The parametrized data model at θ_stat of ``camera`` ending in ``tone_curve`` (``data_model.tone_curve``),
     or at the θ of a spec (``data_model.theta``: a θ file or ``calibrated:<file>``, whose own variant and
@@ -150,8 +150,8 @@ def parametrized_data_model(camera, theta: str | None = None, normalize_output: 
     from raw2logit.isp.parametrized import ParametrizedPipeline
 
     if theta:
-        return build_data_model(str(theta), camera, normalize_output).train().requires_grad_(True)
-    return ParametrizedPipeline(camera, normalize_output, tone_curve=tone_curve)
+        return build_data_model(str(theta), camera, normalise_output).train().requires_grad_(True)
+    return ParametrizedPipeline(camera, normalise_output, tone_curve=tone_curve)
 
 
 # -- the data_model config group: each option is one of these (``_target_``) ------------------------------
@@ -177,14 +177,14 @@ class Parametrized:
 
     learn: bool = True
     lr: float = 1e-3
-    normalize_output: bool = False
+    normalise_output: bool = False
     theta: str | None = None
     tone_curve: str = "power"
     name = "parametrized"
     in_step = True
 
     def build(self, camera):
-        model = parametrized_data_model(camera, self.theta, self.normalize_output, self.tone_curve)
+        model = parametrized_data_model(camera, self.theta, self.normalise_output, self.tone_curve)
         # Only the groups that act on the output learn: a parameter without gradient would stop DDP.
         return model.set_trainable(model.active_groups() if self.learn else [])
 

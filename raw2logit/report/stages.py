@@ -74,7 +74,7 @@ def display_stage(name: str, images: np.ndarray) -> np.ndarray:
     if name in STAGE_NAMES:
         bright = float(np.percentile(np.clip(inside, 0.0, None), DISPLAY_PERCENTILE))
         return np.clip(images / bright, 0.0, 1.0) if bright > 0 else np.clip(images, 0.0, 1.0)
-    # Stages outside the data model proper (e.g. ``normalized``, a standardised view) are not
+    # Stages outside the data model proper (e.g. ``normalised``, a standardised view) are not
     # in [0, 1] at all: min-max over the column's interior.
     low, high = float(inside.min()), float(inside.max())
     return np.clip((images - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(images)
@@ -138,7 +138,7 @@ def save_stage_figure(pipeline: torch.nn.Module, raw: torch.Tensor, path: str | 
         raw: raw images of shape (B, H, W), float in [0, 1]; the first ``max_images`` are shown.
         path: the PNG to write (its folder is created).
         names: the stages to show, in order; default: every stage the pipeline returns, in
-            ``STAGE_NAMES`` order, then any others (e.g. ``normalized``).
+            ``STAGE_NAMES`` order, then any others (e.g. ``normalised``).
         max_images: at most this many rows.
         theta: which θ the figure shows, for its title (e.g. "adversarial θ~, λ=0.001"); default:
             ``describe_theta(pipeline)``.

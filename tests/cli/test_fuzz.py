@@ -141,7 +141,7 @@ SPEC: dict[str, Values] = {
         ("saturation", "ALL", "[]", "[all]", *NAME_WRONG),
         either=("curve",),
     ),
-    "forensics.regularizer": names(("l2", "ssim"), "l1"),
+    "forensics.regulariser": names(("l2", "ssim"), "l1"),
     "forensics.epochs": integer(("1", "2"), 1),
     "forensics.lr": number(("0.002", "0.1"), low_open=True, either=("1e6", "1e30")),
     "forensics.plausible": BOOLEAN,
@@ -187,7 +187,7 @@ SPEC: dict[str, Values] = {
     ),  # valid: the group's own
     "data_model.learn": BOOLEAN,
     "data_model.lr": number(("0.001", "0.1"), low_open=True, either=("1e6", "1e30")),
-    "data_model.normalize_output": BOOLEAN,
+    "data_model.normalise_output": BOOLEAN,
     "data_model.theta": Values(
         ("null",),
         TEXT_WRONG,
@@ -233,8 +233,16 @@ DATA_MODELS = {
     "calibrate": (("static", "parametrized"), ()),
 }
 SIM_MICROSCOPY = ("dataset.num_images=36", "dataset.size=32", "epochs=2", "batch_size=12", "folds=2")
-SIM_DRONE = ("dataset=sim_drone", "dataset.num_images=4", "dataset.height=512", "dataset.width=512",
-             "dataset.tile_size=128", "epochs=2", "batch_size=8", "folds=2")  # 128-px captures at scale 1/4; fmt: skip
+SIM_DRONE = (
+    "dataset=sim_drone",
+    "dataset.num_images=4",
+    "dataset.height=512",
+    "dataset.width=512",
+    "dataset.tile_size=128",
+    "epochs=2",
+    "batch_size=8",
+    "folds=2",
+)  # 128-px captures at scale 1/4; fmt: skip
 DATASETS = {  # name -> (overrides, expectation); the real datasets need a folder of their files
     "sim_microscopy": (SIM_MICROSCOPY, "ok"),
     "sim_drone": (SIM_DRONE, "long"),

@@ -181,8 +181,8 @@ def test_unknown_group_raises_listing_valid_ones(method):
 # -- output normalisation and stages ---------------------------------------------------------------
 
 
-def test_normalize_output_is_affine_free_batchnorm():
-    pipeline = ParametrizedPipeline(CameraParams.published("drone"), normalize_output=True)
+def test_normalise_output_is_affine_free_batchnorm():
+    pipeline = ParametrizedPipeline(CameraParams.published("drone"), normalise_output=True)
     assert isinstance(pipeline.output_norm, nn.BatchNorm2d)
     assert not pipeline.output_norm.affine and pipeline.output_norm.num_features == 3
     assert [name for name, _ in pipeline.named_parameters()] == list(THETA_GROUPS)
@@ -195,12 +195,12 @@ def test_normalize_output_is_affine_free_batchnorm():
     assert plain.output_norm is None
 
 
-@pytest.mark.parametrize("normalize_output", [False, True])
-def test_forward_stages_returns_every_stage(normalize_output):
-    pipeline = ParametrizedPipeline(CameraParams.published("microscopy"), normalize_output=normalize_output)
+@pytest.mark.parametrize("normalise_output", [False, True])
+def test_forward_stages_returns_every_stage(normalise_output):
+    pipeline = ParametrizedPipeline(CameraParams.published("microscopy"), normalise_output=normalise_output)
     raw = random_raw(2, 8, 12)
     stages = pipeline.forward_stages(raw)
-    expected = [*STAGE_NAMES, "normalized"] if normalize_output else list(STAGE_NAMES)
+    expected = [*STAGE_NAMES, "normalised"] if normalise_output else list(STAGE_NAMES)
     assert list(stages) == expected
     for stage, value in stages.items():
         shape = (2, 8, 12) if stage in ("raw", "black_level") else (2, 3, 8, 12)
@@ -209,7 +209,7 @@ def test_forward_stages_returns_every_stage(normalize_output):
     stages = pipeline.forward_stages(raw)
     # forward() runs white balance, colour correction and the luma split as one matrix product.
     torch.testing.assert_close(
-        stages["normalized" if normalize_output else "gamma"], pipeline(raw), rtol=0, atol=1e-5
+        stages["normalised" if normalise_output else "gamma"], pipeline(raw), rtol=0, atol=1e-5
     )
 
 
@@ -233,8 +233,8 @@ def test_theta_dict_round_trips_exactly():
     assert torch.equal(ParametrizedPipeline(camera).load_theta(values)(raw), source(raw))
 
 
-@pytest.mark.parametrize("normalize_output", [False, True])
-def test_theta_json_round_trips_exactly(tmp_path, normalize_output):
+@pytest.mark.parametrize("normalise_output", [False, True])
+def test_theta_json_round_trips_exactly(tmp_path, normalise_output):
     camera = CameraParams(
         (0.01, 0.02, 0.03, 0.04), (1.5, 1.0, 2.0), (1.1, -0.1, 0.0, 0.0, 1.0, 0.0, 0.0, -0.2, 1.2), "GBRG"
     )
@@ -243,15 +243,15 @@ def test_theta_json_round_trips_exactly(tmp_path, normalize_output):
     assert path == tmp_path / "theta.json" and path.exists()
     document = json.loads(path.read_text())
     assert set(document) == {"theta", "camera", "variant", "tone_curve", "white_balance_first"}
-    loaded = ParametrizedPipeline.from_theta_json(path, normalize_output=normalize_output)
+    loaded = ParametrizedPipeline.from_theta_json(path, normalise_output=normalise_output)
     assert loaded.camera == camera
-    assert (loaded.output_norm is not None) == normalize_output
+    assert (loaded.output_norm is not None) == normalise_output
     for group in THETA_GROUPS:
         assert torch.equal(getattr(loaded, group), getattr(source, group)), group
     raw = random_raw(2, 8, 10)
     loaded.eval()
     expected = source(raw)
-    if normalize_output:
+    if normalise_output:
         expected = loaded.output_norm(expected)
     assert torch.equal(loaded(raw), expected)
 

@@ -136,7 +136,7 @@ def test_result_samples_and_summary_are_written(forensics):
     run = forensics("artifacts", "lambda=1e-3", "forensics.epochs=3")
     result = run.json("forensics/result.json")
     assert result["lambda"] == pytest.approx(1e-3)
-    assert (result["target"], result["regularizer"], result["metric"]) == ("all", "l2", "accuracy")
+    assert (result["target"], result["regulariser"], result["metric"]) == ("all", "l2", "accuracy")
     assert result["groups"] == list(THETA_GROUPS)
     assert 0 <= result["metric_after"] <= 1 and 0 <= result["metric_before"] <= 1
     assert result["metric_drop"] == pytest.approx(result["metric_before"] - result["metric_after"])
@@ -168,7 +168,11 @@ def test_metric_after_is_the_frozen_models_accuracy_on_the_adversarial_views(for
     run = forensics("recomputed", "lambda=1e-3", "forensics.epochs=2")
     result = run.json("forensics/result.json")
     dataset = build_dataset()
-    model, normalisation, _ = load_task_checkpoint(next(task_results.glob("task-model-*.pt")), dataset)
+    from raw2logit.modes.forensics import FOLDER, TASK_MODEL_IGNORE, results_key
+
+    # this run's task model (other tests leave task models of other configs in the same store)
+    trained = task_results / f"task-model-{dataset.name}-{results_key(run.cfg, FOLDER, TASK_MODEL_IGNORE)}.pt"
+    model, normalisation, _ = load_task_checkpoint(trained, dataset)
     _, test_index = kfold_splits(dataset, run.cfg.folds, run.cfg.seed)[0]
     raw = dataset.normalised(test_index)
     adversarial = ParametrizedPipeline.from_theta_json(run.run_dir / "forensics" / "theta_adversarial.json")
@@ -183,10 +187,10 @@ def test_metric_after_is_the_frozen_models_accuracy_on_the_adversarial_views(for
     assert result["l2"] == pytest.approx((views - clean).square().sum((1, 2, 3)).mean().item(), rel=1e-3)
 
 
-def test_ssim_regularizer_runs(forensics):
-    result = forensics("ssim", "forensics.regularizer=ssim", "lambda=1e-3", "forensics.lr=0.005",
+def test_ssim_regulariser_runs(forensics):
+    result = forensics("ssim", "forensics.regulariser=ssim", "lambda=1e-3", "forensics.lr=0.005",
                        "forensics.epochs=3").json("forensics/result.json")  # fmt: skip
-    assert result["regularizer"] == "ssim"
+    assert result["regulariser"] == "ssim"
     assert 0 <= result["metric_after"] <= 1
     assert math.isfinite(result["l2"]) and result["l2"] > 0  # ℓ2 is reported whatever the regulariser
     assert result["theta_after"] != result["theta_before"]
@@ -349,7 +353,7 @@ def test_lambda_by_target_multirun_writes_the_signature(run_multirun, tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "value"),
-    [("lambda=-1", "-1"), ("forensics.target=exposure", "exposure"), ("forensics.regularizer=l1", "l1")],
+    [("lambda=-1", "-1"), ("forensics.target=exposure", "exposure"), ("forensics.regulariser=l1", "l1")],
 )
 def test_bad_forensics_settings_name_the_value(run_mode, tmp_path, override, value):
     with pytest.raises(InputError, match=re.escape(value)):

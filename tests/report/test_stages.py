@@ -57,7 +57,7 @@ def test_display_scaling_excludes_the_border():
     framed = images.copy()
     framed[:, :border] = framed[:, -border:] = framed[:, :, :border] = framed[:, :, -border:] = 5.0
     inside = (slice(None), slice(border, -border), slice(border, -border))
-    for stage in ("demosaic", "white_balance", "normalized"):
+    for stage in ("demosaic", "white_balance", "normalised"):
         shown = display_stage(stage, framed)[inside]
         assert shown.max() > 0.95, stage  # scaled by the interior: its bright end is bright
         np.testing.assert_allclose(shown, display_stage(stage, images)[inside])  # as without the frame
@@ -66,7 +66,7 @@ def test_display_scaling_excludes_the_border():
 
 
 def test_stage_figure_parametrized_pipeline_keeps_its_state(tmp_path):
-    pipeline = ParametrizedPipeline(CameraParams.published("drone"), normalize_output=True).train()
+    pipeline = ParametrizedPipeline(CameraParams.published("drone"), normalise_output=True).train()
     raw = torch.rand(5, 16, 16, generator=torch.Generator().manual_seed(1))
     path = save_stage_figure(pipeline, raw, tmp_path / "stages.png", max_images=2)
     assert png_size(path)[0] > 0

@@ -165,7 +165,7 @@ def run(ctx: Context) -> dict:
                     normalisation=normalisation, train_raw=Subset(raw, train_index),
                     train_targets=dataset.targets[train_index], test_raw=Subset(raw, test_index),
                     test_targets=dataset.targets[test_index], lam=float(lam), target=options.target,
-                    regularizer=options.regularizer, epochs=options.epochs, batch_size=cfg.batch_size, lr=options.lr,
+                    regulariser=options.regulariser, epochs=options.epochs, batch_size=cfg.batch_size, lr=options.lr,
                     plausible=options.plausible, seed=cfg.seed, log=log, run_id=run_id,
                     make_trainer=make_trainer_factory(cfg, ctx.tracker, max_epochs=options.epochs),
                 )  # fmt: skip
@@ -183,7 +183,7 @@ def run(ctx: Context) -> dict:
             )
         comparison_figure([(dataset.names[i], a, b) for i, a, b in zip(test_index[:3], default_views, adversarial_views)],
                           ("default Φ(x, θ_stat)", f"adversarial Φ(x, θ~), λ={lam:g}"), folder / "samples.png")  # fmt: skip
-        summary = {"mode": "forensics", **{k: result[k] for k in ("lambda", "target", "regularizer", "metric",
+        summary = {"mode": "forensics", **{k: result[k] for k in ("lambda", "target", "regulariser", "metric",
                                                                      "metric_before", "metric_after", "l2")}}  # fmt: skip
         log(f"\nforensics λ={lam:g} target={options.target}: {result['metric']} {result['metric_before']:.3f} -> "
             f"{result['metric_after']:.3f}, ℓ2 {result['l2']:.4g}; artifacts in {folder}")  # fmt: skip

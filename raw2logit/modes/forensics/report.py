@@ -39,7 +39,7 @@ def result_table(result: Mapping) -> Table:
     rows = [
         ("λ (weight of ‖V − Ṽ‖²)", result.get("lambda"), "lambda"),
         ("target θ group(s)", target, "target"),
-        ("regularizer", result.get("regularizer"), "regularizer"),
+        ("regulariser", result.get("regulariser"), "regulariser"),
         ("metric", metric, "metric"),
         (f"{metric} before (θ_stat)", before, "metric_before"),
         (f"{metric} after (θ~)", after, "metric_after"),
