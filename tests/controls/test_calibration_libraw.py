@@ -71,7 +71,6 @@ def test_libraw_ahd_is_reproduced_on_small_pairs(tmp_path):
         result.timing,
         durations,
     )
-    assert any(re.search(r": step \d+/\d+, loss", line) for line in messages) or result.timing["seconds"] < 3
     assert "steps of" in messages[-1]
     # LibRaw white-balances before demosaicing: with Menon or Malvar that order fits better.
     assert result.pipeline.white_balance_first and result.variant != "bi_u_ga"
@@ -98,3 +97,16 @@ def test_libraw_pairs_of_the_issue(tmp_path, camera):
             assert_device_reproduced(result)
         for name, row in result.pairs.items():
             assert row["psnr"] > row["initial_psnr"], (algorithm, name, row)
+
+
+def test_progress_prints_a_step_line_once_its_interval_has_passed():
+    """While steps run, a line every ``every`` seconds (a stage's end notes reset the interval): the fit
+    above may finish each stage within the interval on a quiet machine, so the rule is tested here."""
+    from raw2logit.controls.calibration.optimise import Progress
+
+    lines = []
+    eager, quiet = Progress(lines.append, every=0.0), Progress(lines.append, every=1e9)
+    for step in range(1, 4):
+        eager.update("refine me_u_ga", step, 3, 0.5)
+        quiet.update("refine me_u_ga", step, 3, 0.5)
+    assert [bool(re.search(r"refine me_u_ga: step \d/3, loss 0.500", line)) for line in lines] == [True] * 3
