@@ -56,9 +56,8 @@ def open_cell(ctx: Context, results: Path, run_id, train: str, fold: int) -> str
 
     if not ctx.tracker.enabled or run_id is None:
         return None
-    note = cell_record(results, train, fold)
-    record = json.loads(note.read_text()) if note.exists() else {}
-    if record.get("tracking_uri") == ctx.tracker.uri and record.get("status") != "FINISHED":
+    record = noted_here(ctx, results, train, fold)
+    if record and record.get("status") != "FINISHED":
         # An interrupted attempt at this cell: its half-logged run goes to the trash, so each cell
         # keeps one child run, the one that finished.
         ctx.tracker.discard(record.get("run_id"))
@@ -68,6 +67,13 @@ def open_cell(ctx: Context, results: Path, run_id, train: str, fold: int) -> str
         write_json_atomic(cell_record(results, train, fold),
                           {"run_id": child, "tracking_uri": ctx.tracker.uri, "status": "RUNNING"})  # fmt: skip
     return child
+
+
+def noted_here(ctx: Context, results: Path, train: str, fold: int) -> dict:
+    """The cell's note if its child run was noted in this MLflow store ({} if none, or another store's)."""
+    note = cell_record(results, train, fold)
+    record = json.loads(note.read_text()) if note.exists() else {}
+    return record if record.get("tracking_uri") == ctx.tracker.uri else {}
 
 
 def log_cell(ctx: Context, results: Path, run_id, cell: dict, example) -> None:
@@ -84,9 +90,7 @@ def log_cell(ctx: Context, results: Path, run_id, cell: dict, example) -> None:
         return
     train, fold = cell["train"], cell["fold"]
     note = cell_record(results, train, fold)
-    record = json.loads(note.read_text()) if note.exists() else {}
-    if record.get("tracking_uri") != tracker.uri:
-        record = {}  # noted in another store: log it here too
+    record = noted_here(ctx, results, train, fold)  # noted in another store: log it here too
     if record.get("status") == "FINISHED":
         return
     with deferred_interrupts():
