@@ -186,6 +186,7 @@ TOP_LEVEL = {
     "folds": integer(2),
     "epochs": integer(1),
     "batch_size": integer(1),
+    "val_every_epochs": integer(1),
     "lr": number(0, low_open=True),
     "lambda": number(0),
     "augment": boolean,

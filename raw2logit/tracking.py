@@ -155,11 +155,16 @@ class Tracker:
     def log_metrics(self, run_id, metrics: dict, step: int = 0) -> None:
         import time
 
+        self.log_metric_rows(run_id, [(metrics, step, int(time.time() * 1000))])
+
+    def log_metric_rows(self, run_id, rows) -> None:
+        """Many steps' metrics in as few writes as MLflow allows: ``rows`` of (metrics, step, time in ms)."""
         from mlflow.entities import Metric
 
-        stamp = int(time.time() * 1000)
-        batch = [Metric(str(k), float(v), stamp, step) for k, v in metrics.items()]
-        self._safely("log_metrics", lambda: self._client.log_batch(run_id, metrics=batch) if run_id else None)
+        batch = [Metric(str(k), float(v), stamp, step) for metrics, step, stamp in rows for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow's limit per log_batch
+            chunk = batch[start : start + 1000]
+            self._safely("log_metrics", lambda c=chunk: self._client.log_batch(run_id, metrics=c) if run_id else None)
 
     def log_artifacts(self, run_id, folder: str | Path, artifact_path: str | None = None) -> None:
         if run_id and Path(folder).exists():

@@ -94,7 +94,10 @@ class DriftModule(pl.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.task_model = task_model
+        # Channels-last: oneDNN's CPU convolutions run on NHWC without reordering each layer's input
+        # (the CPU U-Net's training step 1.3x, its scoring 1.4-1.7x faster on an AVX2 EPYC); cuDNN
+        # prefers it too. Views are handed to the task model in the same layout (``logits``).
+        self.task_model = task_model.to(memory_format=torch.channels_last)
         self.data_model = data_model
         self.task = task
         self.lr = lr
@@ -112,7 +115,8 @@ class DriftModule(pl.LightningModule):
 
     def logits(self, views: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """Views -> logits (normalised first; at the target's size for segmentation)."""
-        return self.task.logits(self.task_model, self.normalise(views), target)
+        inputs = self.normalise(views).contiguous(memory_format=torch.channels_last)
+        return self.task.logits(self.task_model, inputs, target)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(self.views(x))
@@ -249,6 +253,7 @@ class ProgressPrinter(pl.Callback):
         self.label = label
         self.printer = log
         self._start = 0.0
+        self._validated = False
 
     def on_train_start(self, trainer, module):
         if trainer.world_size > 1 and trainer.is_global_zero:
@@ -259,11 +264,17 @@ class ProgressPrinter(pl.Callback):
 
     def on_train_epoch_start(self, trainer, module):
         self._start = time.perf_counter()
+        self._validated = False
+
+    def on_validation_end(self, trainer, module):
+        self._validated = True
 
     def on_train_epoch_end(self, trainer, module):
+        # The held-out metric only in the epochs that measured it (val_every_epochs), not a stale one.
+        shown_prefixes = ("train_", "val_") if self._validated else ("train_",)
         metrics = {  # on every rank: reading the metrics synchronises them across DDP processes
             k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items()
-            if k.startswith(("train_", "val_")) and not k.endswith("_step")
+            if k.startswith(shown_prefixes) and not k.endswith("_step")
         }  # fmt: skip
         if not trainer.is_global_zero:  # one line per epoch, not one per process
             return
@@ -279,11 +290,18 @@ class RunLogger(pl.loggers.Logger):
     The run belongs to raw2logit (it is opened before the training and finished after its results
     are logged), so unlike Lightning's ``MLFlowLogger`` this logger neither creates nor ends runs,
     and a tracking failure warns instead of stopping the training.
+
+    Values are written in batches, at most every ``flush_seconds`` and when the training ends
+    (or fails): one SQLite write per step cost 15 ms, a tenth of a small model's CPU step, while
+    the charts stay live to within a few seconds.
     """
 
-    def __init__(self, tracker, run_id: str):
+    def __init__(self, tracker, run_id: str, flush_seconds: float = 2.0):
         super().__init__()
         self.tracker, self.run_id = tracker, run_id
+        self.flush_seconds = flush_seconds
+        self._pending: list[tuple[dict, int, int]] = []
+        self._flushed = time.monotonic()
 
     @property
     def name(self) -> str:
@@ -296,7 +314,23 @@ class RunLogger(pl.loggers.Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         values = {key: float(value) for key, value in metrics.items() if key != "epoch"}
-        self.tracker.log_metrics(self.run_id, values, step=step or 0)
+        self._pending.append((values, step or 0, int(time.time() * 1000)))
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Called by Lightning after each logging call: writes what is pending once it is old enough."""
+        if self._pending and time.monotonic() - self._flushed >= self.flush_seconds:
+            self.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        if rows:
+            self.tracker.log_metric_rows(self.run_id, rows)
 
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:

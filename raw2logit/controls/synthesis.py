@@ -32,6 +32,9 @@ from raw2logit.tasks.task import Task
 from raw2logit.training import DriftModule, channel_statistics, evaluate
 
 CELL_DIR = "synthesis/cells"
+# Held-out images are scored in batches of at least this many (no gradients: memory allows more
+# than training's batch, and fewer, larger batches cost less per image).
+EVAL_BATCH_SIZE = 64
 
 
 def cell_path(results: Path, train: str, fold: int) -> Path:
@@ -95,7 +98,7 @@ def train_cell(
     trainer = make_trainer(label, run_id=run_id)
     loaders = [batches(inputs, targets, batch_size, shuffle=True, seed=seed)]
     if validation is not None:
-        loaders.append(batches(*validation, batch_size=max(batch_size, 256), shuffle=False, seed=seed))
+        loaders.append(batches(*validation, batch_size=max(batch_size, EVAL_BATCH_SIZE), shuffle=False, seed=seed))
     trainer.fit(module, *loaders)
     return module
 
@@ -128,18 +131,19 @@ def run_cell(
         make_module, make_trainer, Subset(views.views(train), train_index), dataset.targets[train_index],
         batch_size, seed, label, validation=(Subset(views.views(train), test_index), targets), run_id=run_id,
     )  # fmt: skip
+    eval_batch = max(batch_size, EVAL_BATCH_SIZE)
     metrics = {
-        name: evaluate(module, Subset(views.views(name), test_index), targets, batch_size)
+        name: evaluate(module, Subset(views.views(name), test_index), targets, eval_batch)
         for name in test_names
     }
     own = Subset(views.views(train), test_index)
-    clean = metrics[train] if train in metrics else evaluate(module, own, targets, batch_size)
+    clean = metrics[train] if train in metrics else evaluate(module, own, targets, eval_batch)
     from raw2logit.controls.corruptions import corrupt
 
     corruptions = {}
     for number, name in enumerate(corruption_names):
         generator = torch.Generator().manual_seed(seed * 1000 + number)
-        corruptions[name] = evaluate(module, own, targets, batch_size,
+        corruptions[name] = evaluate(module, own, targets, eval_batch,
                                      transform=lambda v, n=name, g=generator: corrupt(v, n, severity, g))  # fmt: skip
     if model_path is not None:
         save_task_model(module.task_model, module.normalise.as_dict(), model_path,

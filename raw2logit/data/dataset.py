@@ -60,6 +60,18 @@ class RawDataset:
             raise ValueError(
                 f"{len(self.raw)} raw images but {len(self.targets)} targets and {len(self.names)} names."
             )
+        # Checked once here, so that the metrics need not check every batch (raw2logit.tasks.task).
+        targets = np.asarray(self.targets)
+        if targets.size and self.task == "classification" and not (
+            np.issubdtype(targets.dtype, np.integer) and 0 <= targets.min() and targets.max() < self.num_classes
+        ):
+            raise ValueError(f"Class labels must be integers in 0..{self.num_classes - 1} (one per class name); "
+                             f"got {targets.dtype} values in {targets.min()}..{targets.max()}.")  # fmt: skip
+        if targets.size and self.task == "segmentation" and not (
+            (np.issubdtype(targets.dtype, np.integer) or targets.dtype == bool) and 0 <= targets.min() <= targets.max() <= 1
+        ):
+            raise ValueError(f"Segmentation masks must be integers, 0 (background) or 1 (foreground); got "
+                             f"{targets.dtype} values in {targets.min()}..{targets.max()}.")  # fmt: skip
         if self.groups is None:
             self.groups = np.arange(len(self.raw), dtype=np.int64)
         if self.cameras is not None and len(self.cameras) != len(self.raw):

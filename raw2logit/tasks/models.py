@@ -125,7 +125,7 @@ class SmallCNN(nn.Module):
 class SmallUNet(nn.Module):
     """A three-level U-Net for CPU-sized segmentation runs; input sides must be divisible by 4."""
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, width: int = 16):
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, width: int = 8):
         super().__init__()
         self.down1, self.down2 = _block(in_channels, width), _block(width, 2 * width)
         self.bottom = _block(2 * width, 4 * width)
@@ -150,10 +150,10 @@ def small(
     num_classes: int, in_channels: int = 3, task: str = "classification", width: int | None = None
 ) -> nn.Module:
     """The CPU-sized task model for the dataset's task: ``SmallCNN`` (width 8) for classification,
-    ``SmallUNet`` (width 16) for segmentation (``task_model=small``, the default)."""
+    ``SmallUNet`` (width 8) for segmentation (``task_model=small``, the default)."""
     if task == "classification":
         return SmallCNN(num_classes, in_channels, width or 8)
-    return SmallUNet(num_classes, in_channels, width or 16)
+    return SmallUNet(num_classes, in_channels, width or 8)
 
 
 def paper(num_classes: int, in_channels: int = 3, task: str = "classification", pretrained: bool = False,

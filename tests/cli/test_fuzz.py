@@ -113,6 +113,7 @@ SPEC: dict[str, Values] = {
     "fold": Values(("null", "0", "1"), ("-1", "99", *(v for v in INT_WRONG if v != "null")), either=("2",)),
     "epochs": integer(("1", "2"), 1),
     "batch_size": integer(("12", "5", "1", "64"), 1),
+    "val_every_epochs": integer(("1", "2"), 1),
     "lr": number(("0.003", "1e-4", "0.1"), low_open=True, either=("1e6", "1e30")),
     "lambda": number(("0", "0.001", "10"), either=("1e30", "1e300")),
     "augment": BOOLEAN,
