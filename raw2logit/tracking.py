@@ -161,10 +161,14 @@ class Tracker:
         """Many steps' metrics in as few writes as MLflow allows: ``rows`` of (metrics, step, time in ms)."""
         from mlflow.entities import Metric
 
-        batch = [Metric(str(k), float(v), stamp, step) for metrics, step, stamp in rows for k, v in metrics.items()]
+        batch = [
+            Metric(str(k), float(v), stamp, step) for metrics, step, stamp in rows for k, v in metrics.items()
+        ]
         for start in range(0, len(batch), 1000):  # MLflow's limit per log_batch
             chunk = batch[start : start + 1000]
-            self._safely("log_metrics", lambda c=chunk: self._client.log_batch(run_id, metrics=c) if run_id else None)
+            self._safely(
+                "log_metrics", lambda c=chunk: self._client.log_batch(run_id, metrics=c) if run_id else None
+            )
 
     def log_artifacts(self, run_id, folder: str | Path, artifact_path: str | None = None) -> None:
         if run_id and Path(folder).exists():

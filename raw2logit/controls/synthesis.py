@@ -98,7 +98,9 @@ def train_cell(
     trainer = make_trainer(label, run_id=run_id)
     loaders = [batches(inputs, targets, batch_size, shuffle=True, seed=seed)]
     if validation is not None:
-        loaders.append(batches(*validation, batch_size=max(batch_size, EVAL_BATCH_SIZE), shuffle=False, seed=seed))
+        loaders.append(
+            batches(*validation, batch_size=max(batch_size, EVAL_BATCH_SIZE), shuffle=False, seed=seed)
+        )
     trainer.fit(module, *loaders)
     return module
 

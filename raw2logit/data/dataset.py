@@ -62,16 +62,14 @@ class RawDataset:
             )
         # Checked once here, so that the metrics need not check every batch (raw2logit.tasks.task).
         targets = np.asarray(self.targets)
-        if targets.size and self.task == "classification" and not (
-            np.issubdtype(targets.dtype, np.integer) and 0 <= targets.min() and targets.max() < self.num_classes
-        ):
+        integral = np.issubdtype(targets.dtype, np.integer) or targets.dtype == bool
+        low, high = (targets.min(), targets.max()) if targets.size else (0, 0)
+        if self.task == "classification" and not (integral and 0 <= low and high < self.num_classes):
             raise ValueError(f"Class labels must be integers in 0..{self.num_classes - 1} (one per class name); "
-                             f"got {targets.dtype} values in {targets.min()}..{targets.max()}.")  # fmt: skip
-        if targets.size and self.task == "segmentation" and not (
-            (np.issubdtype(targets.dtype, np.integer) or targets.dtype == bool) and 0 <= targets.min() <= targets.max() <= 1
-        ):
+                             f"got {targets.dtype} values in {low}..{high}.")  # fmt: skip
+        if self.task == "segmentation" and not (integral and 0 <= low <= high <= 1):
             raise ValueError(f"Segmentation masks must be integers, 0 (background) or 1 (foreground); got "
-                             f"{targets.dtype} values in {targets.min()}..{targets.max()}.")  # fmt: skip
+                             f"{targets.dtype} values in {low}..{high}.")  # fmt: skip
         if self.groups is None:
             self.groups = np.arange(len(self.raw), dtype=np.int64)
         if self.cameras is not None and len(self.cameras) != len(self.raw):

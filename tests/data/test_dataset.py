@@ -28,7 +28,12 @@ def test_valid_targets_are_accepted():
         ("classification", np.array([0, 3]), ["a", "b", "c"], r"integers in 0\.\.2 .*int64 values in 0\.\.3"),
         ("classification", np.array([-1, 0]), ["a", "b"], r"integers in 0\.\.1"),
         ("classification", np.array([0.0, 1.0]), ["a", "b"], r"float64"),
-        ("segmentation", np.full((1, 4, 4), 255, np.uint8), ["car"], r"0 \(background\) or 1 .*0\.\.255|255\.\.255"),
+        (
+            "segmentation",
+            np.full((1, 4, 4), 255, np.uint8),
+            ["car"],
+            r"0 \(background\) or 1 .*0\.\.255|255\.\.255",
+        ),
         ("segmentation", np.full((1, 4, 4), 0.5), ["car"], r"float64 values"),
     ],
 )
