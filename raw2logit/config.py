@@ -199,6 +199,9 @@ MODE_OPTIONS = {
         "severity": integer(1, 5),
         "corruptions": corruption_names,
         "save_models": boolean,
+        "workers": lambda value: (
+            None if value == "auto" or integer(1)(value) is None else "'auto' or an integer of at least 1"
+        ),
     },
     "forensics": {
         "target": theta_target,

@@ -186,6 +186,7 @@ def run_synthesis(
     on_cell: Callable[[dict], None] | None = None,
     on_cell_start: Callable[[str, int], str | None] | None = None,
     log=print,
+    wait: bool = True,
 ) -> list[dict]:
     """Run (or resume) every requested cell; returns the cell records.
 
@@ -196,6 +197,8 @@ def run_synthesis(
             writing its file (an interruption waits for both).
         on_cell_start: called before a cell trains, with its train pipeline and fold; returns the
             MLflow run the training logs into (or None).
+        wait: False for a helper process (``synthesis.workers``): it computes the cells nobody else
+            holds, returns those, and leaves the rest to the run that spawned it.
     """
     splits = kfold_splits(dataset, folds, seed)
     if fold is not None and not 0 <= fold < folds:
@@ -203,6 +206,7 @@ def run_synthesis(
     fold_ids = [fold] if fold is not None else list(range(folds))
     views.ensure(list(dict.fromkeys([*train_names, *test_names])))
     units = [(k, train) for k in fold_ids for train in train_names]
+    earlier = {unit for unit in units if cell_path(results, unit[1], unit[0]).exists()}
     done: dict[tuple[int, str], dict] = {}
 
     def take(number: int, k: int, train: str) -> None:
@@ -211,7 +215,8 @@ def run_synthesis(
         label = f"cell {number}/{len(units)} train={train} fold={k}"
         if path.exists():
             done[(k, train)] = json.loads(path.read_text())
-            log(f"{label}: done in an earlier run, skipped")
+            if (k, train) in earlier and wait:  # otherwise a parallel process finished it and said so
+                log(f"{label}: done in an earlier run, skipped")
             return
         log(f"{label}: training on {len(splits[k][0])} images")
         run_id = on_cell_start(train, k) if on_cell_start is not None else None
@@ -240,10 +245,10 @@ def run_synthesis(
                 take(number, k, train)
             else:
                 waiting.append((number, k, train))
-    for number, k, train in waiting:
+    for number, k, train in waiting if wait else ():
         with file_lock(cell_path(results, train, k).with_suffix(".lock")):
             take(number, k, train)
-    return [done[unit] for unit in units]
+    return [done[unit] for unit in units if unit in done]
 
 
 def load_cells(folder: Path) -> list[dict]:

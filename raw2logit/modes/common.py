@@ -212,13 +212,14 @@ def make_module_factory(cfg: DictConfig, dataset, data_model_factory=None, in_ch
     return make
 
 
-def make_trainer_factory(cfg: DictConfig, tracker=None, **overrides):
+def make_trainer_factory(cfg: DictConfig, tracker=None, progress_bar: bool | None = None, **overrides):
     """A function ``(label, extra callbacks, run_id) -> Trainer`` of the ``trainer`` group.
 
     With a ``run_id`` (an MLflow run of ``tracker``), the training logs into that run through
     Lightning's logging: per-step training loss, per-epoch validation metric, learning rate. On a
     terminal Lightning draws its progress bar; in a log, one plain line per epoch.
-    ``overrides`` replace Trainer arguments (e.g. ``max_epochs`` for the forensic search).
+    ``progress_bar`` (True or False) overrides both; ``overrides`` replace Trainer arguments (e.g.
+    ``max_epochs`` for the forensic search).
     """
     import sys
 
@@ -227,7 +228,7 @@ def make_trainer_factory(cfg: DictConfig, tracker=None, **overrides):
 
     from raw2logit.training import ProgressPrinter, RunLogger
 
-    bar = cfg.trainer.get("enable_progress_bar")
+    bar = cfg.trainer.get("enable_progress_bar") if progress_bar is None else progress_bar
     bar = sys.stdout.isatty() if bar is None else bool(bar)
 
     def make(label: str, extra_callbacks=None, run_id: str | None = None):

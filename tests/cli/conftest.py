@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,8 @@ def run_mode(tmp_path, shared_data):
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
-    """``python run.py <args>`` in a subprocess (what a user types)."""
+    """``python run.py <args>`` in a subprocess (what a user types), on one torch thread as the
+    in-process tests (so ``synthesis.workers=auto`` is one process: a helper would import torch again)."""
+    kwargs.setdefault("env", {**os.environ, "OMP_NUM_THREADS": "1"})
     return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, **kwargs)  # fmt: skip

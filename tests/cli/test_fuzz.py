@@ -136,6 +136,10 @@ SPEC: dict[str, Values] = {
         ("[nope]", "nope", "[contrast,nope]", "1", "nan", "true", "[[contrast]]", "''", "${nope}"),
     ),
     "synthesis.save_models": BOOLEAN,
+    # more than one process starts torch again in each helper (seconds): drawn by the long run only
+    "synthesis.workers": Values(
+        ("1",), ("0", "-1", "two", "1.5", "[2]", "nan", "true", "''", "${nope}"), long=("2", "auto")
+    ),
     # curve acts only with data_model=parametrized data_model.tone_curve=curve (refused in one sentence otherwise)
     "forensics.target": Values(
         ("all", *(g for g in THETA_GROUPS if g != "curve")),
@@ -258,6 +262,7 @@ TINY_MODES = {  # each mode's options exist only in that mode
         "synthesis.train=[bi_s_me]",
         "synthesis.test=[bi_s_me,ma_u_ga]",
         "synthesis.corruptions=[contrast]",
+        "synthesis.workers=1",  # a helper process would start torch again: seconds
     ),
     "forensics": ("forensics.epochs=1",),
     "calibrate": ("calibrate.steps=3", "calibrate.variants=[bi_s_me,me_s_ga]"),

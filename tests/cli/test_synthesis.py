@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from raw2logit.errors import InputError
@@ -91,7 +94,7 @@ def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
     """
     args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=20",
             "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
-            f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
+            "synthesis.workers=1", f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
     process = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
     lines = []
@@ -126,6 +129,77 @@ def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
     assert continued.info.status == "FINISHED" and "mlflow.parentRunId" not in continued.data.tags
     matrix = pd.read_csv(tmp_path / "second" / "synthesis" / "matrix.csv", index_col="train")
     assert list(matrix.index) == ["bi_s_me", "bi_u_ga"]
+
+
+def mlflow_runs(outputs):
+    """(parent runs, child runs) of the ``raw2logit`` experiment in the local store under ``outputs``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], [
+        r for r in runs if "mlflow.parentRunId" in r.data.tags
+    ]
+
+
+def test_helper_processes_share_the_cells(run_mode, tmp_path):
+    """synthesis.workers=2: each cell is computed and logged once (one FINISHED MLflow child), and is the
+    same cell as a run alone computes. (These cells take a second: the helper may start after the run
+    has done them all; test_interrupted_run_stops_its_helpers sees both processes train at once.)"""
+    cells = ["synthesis.train=[bi_s_me,ma_u_ga,me_s_ga]", "synthesis.test=[bi_s_me,me_s_ga]",
+             "synthesis.corruptions=[contrast]", "epochs=6"]  # fmt: skip
+    summary, run_dir = run_mode([*cells, "synthesis.workers=2"], tracking=True)
+    log = (run_dir / "run.log").read_text()
+    assert "cells computed by 2 processes of 1 torch thread(s) each" in log and "helper process" not in log
+    (parent,), children = mlflow_runs(tmp_path / "outputs")
+    assert parent.info.status == "FINISHED" and summary["cells"] == 6
+    assert sorted(
+        (r.data.tags["raw2logit.train_pipeline"], r.data.tags["raw2logit.fold"]) for r in children
+    ) == [(train, fold) for train in ("bi_s_me", "ma_u_ga", "me_s_ga") for fold in ("0", "1")]
+    assert {r.info.status for r in children} == {"FINISHED"}
+    # Each cell is seeded on its own: the same numbers whichever process computed it.
+    _, alone_dir = run_mode([*cells, "synthesis.workers=1", "resume=never", "synthesis.train=[me_s_ga]", "fold=1"],
+                                name="alone")  # fmt: skip
+    together = json.loads((run_dir / "synthesis/cells/me_s_ga/fold1.json").read_text())
+    single = json.loads((alone_dir / "synthesis/cells/me_s_ga/fold1.json").read_text())
+    assert (together["test"], together["corruptions"]) == (single["test"], single["corruptions"])
+
+
+def test_interrupted_run_stops_its_helpers(tmp_path):
+    """SIGTERM to a run with a helper process, both training: exit 130, the run and every cell in
+    training end KILLED (no child left RUNNING), the helper is gone, and the re-run completes."""
+    args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=20",
+            "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
+            "synthesis.workers=2", f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    process = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    lines, training, deadline = [], set(), time.time() + 300
+    for line in process.stdout:
+        lines.append(line)
+        cell = line.strip().split(" epoch ")[0].split(":")[0]
+        if "epoch 2/" in line:
+            training.add(cell)
+        elif "on own pipeline" in line:
+            training.discard(cell)
+        if len(training) == 2:  # two cells train at once: the run's and the helper's
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.time() < deadline, "".join(lines)
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "interrupted: finished results are kept" in output and "Traceback" not in output
+    helper = int(re.search(r"and helper (\d+)", output).group(1))
+    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    (parent,), children = mlflow_runs(tmp_path / "outputs")
+    statuses = sorted(r.info.status for r in children)  # a cell may have finished before the signal
+    assert parent.info.status == "KILLED" and statuses.count("KILLED") == 2 and "RUNNING" not in statuses
+
+    resumed = run_cli([*args[:-1], f"hydra.run.dir={tmp_path / 'second'}"], env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    parents, children = mlflow_runs(tmp_path / "outputs")
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(parents) == 2 and len(finished) == 4  # killed children are discarded (MLflow's trash)
 
 
 def test_two_job_multirun_assembles_the_matrix(tmp_path, shared_data):

@@ -9,6 +9,7 @@ store as they finish and shared by every run of the same experiment (whatever it
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -111,57 +112,84 @@ def log_cell(ctx: Context, results: Path, run_id, cell: dict, example) -> None:
         write_json_atomic(note, {"run_id": child, "tracking_uri": tracker.uri, "status": "FINISHED"})
 
 
-def run(ctx: Context) -> dict:
-    """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
-    from omegaconf import OmegaConf
-
-    from raw2logit.controls.synthesis import assemble, cell_path, run_synthesis
-    from raw2logit.data.files import write_json_atomic
+def plan(ctx: Context):
+    """The run's train and test specs (every spec once), and its view cache."""
     from raw2logit.data.views import ViewCache
-    from raw2logit.isp.specs import build_data_model, parse_specs, spec_digest, spec_name
-    from raw2logit.locks import file_lock
+    from raw2logit.isp.specs import parse_specs
 
-    cfg = ctx.cfg  # checked by raw2logit.config before the mode starts
+    cfg = ctx.cfg
     train_specs, test_specs = parse_specs(cfg.synthesis.train), parse_specs(cfg.synthesis.test)
     specs = list(dict.fromkeys([*train_specs, *test_specs]))
-    # A changed calibration file is a different experiment: its content is part of the results key.
-    results = results_store(cfg, FOLDER, RESULTS_IGNORE, b"".join(spec_digest(spec) for spec in specs))
     views = ViewCache(ctx.dataset, Path(cfg.paths.cache) / "views", cfg.data_model.backend, device(cfg), log=log,
                       specs=specs)  # fmt: skip
-    folds = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
-    units = [cell_path(results, spec_name(s), k) for s in train_specs for k in folds]
-    announce_resume(results, sum(path.exists() for path in units), len(units))
-    with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
-        example = views.views(spec_name(train_specs[0]))[[0]]  # the input example of the logged models
-        open_cells = []
+    return train_specs, test_specs, specs, views
 
-        def start_cell(train, fold):
-            open_cells.append(open_cell(ctx, results, run_id, train, fold))
-            return open_cells[-1]
 
-        def finish_cell(cell):
-            try:
-                log_cell(ctx, results, run_id, cell, example)
-            finally:  # an interruption deferred to the end of log_cell finds the child already FINISHED
-                open_cells.pop()
+def compute_cells(ctx: Context, results: Path, run_id, train_specs, test_specs, views, wait: bool = True,
+                  progress_bar: bool | None = None):  # fmt: skip
+    """The cells nobody else holds (then, with ``wait``, the others once free), each training into its
+    MLflow child run of ``run_id``; the child of a cell cut short ends FAILED or KILLED. With helper
+    processes, ``progress_bar=False``: every process prints plain lines (several bars would clash)."""
+    from omegaconf import OmegaConf
 
+    from raw2logit.controls.synthesis import run_synthesis
+    from raw2logit.isp.specs import spec_name
+
+    cfg = ctx.cfg
+    example = views.views(spec_name(train_specs[0]))[[0]]  # the input example of the logged models
+    open_cells = []
+
+    def start_cell(train, fold):
+        open_cells.append(open_cell(ctx, results, run_id, train, fold))
+        return open_cells[-1]
+
+    def finish_cell(cell):
         try:
-            cells = run_synthesis(
+            log_cell(ctx, results, run_id, cell, example)
+        finally:  # an interruption deferred to the end of log_cell finds the child already FINISHED
+            open_cells.pop()
+
+    try:
+        cells = run_synthesis(
             dataset=ctx.dataset, views=views, train_names=[spec_name(s) for s in train_specs],
             test_names=[spec_name(s) for s in test_specs], folds=cfg.folds, fold=cfg.fold, seed=cfg.seed,
             severity=cfg.synthesis.severity, corruption_names=corruption_names(cfg.synthesis.corruptions),
-            make_module=make_module_factory(cfg, ctx.dataset), make_trainer=make_trainer_factory(cfg, ctx.tracker),
+            make_module=make_module_factory(cfg, ctx.dataset),
+            make_trainer=make_trainer_factory(cfg, ctx.tracker, progress_bar=progress_bar),
             batch_size=cfg.batch_size, results=results, save_models=cfg.synthesis.save_models,
-            on_cell=finish_cell, on_cell_start=start_cell, log=log,
+            on_cell=finish_cell, on_cell_start=start_cell, log=log, wait=wait,
             model_metadata={"task_model": OmegaConf.to_container(cfg.task_model, resolve=True), "dataset": cfg.dataset.name},
-            )  # fmt: skip
-        except BaseException as error:  # the cell in training ends with the run (FAILED, or KILLED)
-            for child in filter(None, open_cells):
-                if isinstance(error, Exception):
-                    ctx.tracker.fail(child, error)
-                else:
-                    ctx.tracker.end(child, "KILLED")
-            raise
+        )  # fmt: skip
+    except BaseException as error:  # the cell in training ends with the run (FAILED, or KILLED)
+        for child in filter(None, open_cells):
+            if isinstance(error, Exception):
+                ctx.tracker.fail(child, error)
+            else:
+                ctx.tracker.end(child, "KILLED")
+        raise
+    return cells, example
+
+
+def run(ctx: Context) -> dict:
+    """Drift synthesis: the cross-pipeline matrix with k-fold CV, next to Common Corruptions."""
+    from raw2logit.controls.synthesis import assemble, cell_path
+    from raw2logit.data.files import write_json_atomic
+    from raw2logit.isp.specs import build_data_model, spec_digest, spec_name
+    from raw2logit.locks import file_lock
+
+    cfg = ctx.cfg  # checked by raw2logit.config before the mode starts
+    train_specs, test_specs, specs, views = plan(ctx)
+    # A changed calibration file is a different experiment: its content is part of the results key.
+    results = results_store(cfg, FOLDER, RESULTS_IGNORE, b"".join(spec_digest(spec) for spec in specs))
+    folds = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
+    units = [cell_path(results, spec_name(s), k) for s in train_specs for k in folds]
+    pending = sum(not path.exists() for path in units)
+    announce_resume(results, len(units) - pending, len(units))
+    with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
+        workers = resolve_workers(cfg, pending)
+        with helpers(ctx, results, run_id, workers):
+            cells, example = compute_cells(ctx, results, run_id, train_specs, test_specs, views,
+                                           progress_bar=False if workers > 1 else None)  # fmt: skip
         for cell in cells:  # records an earlier run left unfinished are completed now
             with file_lock(cell_path(results, cell["train"], cell["fold"]).with_suffix(".lock")):
                 log_cell(ctx, results, run_id, cell, example)
@@ -179,6 +207,116 @@ def run(ctx: Context) -> dict:
         shown = build_data_model(by_name[summary["best_train_pipeline"]], ctx.dataset.camera)
         finish_run(ctx, run_id, summary, ctx.run_dir / FOLDER, shown, sample)
     return summary
+
+
+# -- helper processes (synthesis.workers) ---------------------------------------------------------------
+# Cells are independent, and a small task model does not keep two cores busy from one process: on
+# 2 cores, one process on 2 threads left about 30 % of the CPU idle (the optimiser step, the loss, the
+# data batches and Lightning's loop run on one thread between the parallel convolutions). Two processes
+# of one thread each did 1.46x the training work: 8.9 ms per image on 1 thread against 6.55 on 2.
+# The helpers share the run's results store and take cells by its cell locks, as parallel jobs do.
+
+
+def resolve_workers(cfg, pending: int) -> int:
+    """How many processes compute the ``pending`` cells: ``synthesis.workers``, or with ``auto`` one per
+    torch thread on a CPU trainer (one process for a GPU, or a multi-process trainer)."""
+    import torch
+
+    from raw2logit.config import is_distributed
+
+    value = cfg.synthesis.get("workers", 1)
+    if value == "auto":
+        on_cpu = cfg.trainer.get("accelerator", "cpu") == "cpu" and not is_distributed(cfg.trainer)
+        value = torch.get_num_threads() if on_cpu else 1
+    return max(1, min(int(value), pending))
+
+
+@contextmanager
+def helpers(ctx: Context, results: Path, run_id, workers: int):
+    """``workers - 1`` helper processes computing cells beside this one, each on its share of the
+    torch threads. The block ends once every cell is done (this process waits for the cells a helper
+    holds), so helpers still running then have nothing left and are stopped, as on an interruption or
+    error (SIGTERM: a helper ends the MLflow run of a cell it trains KILLED)."""
+    import multiprocessing
+
+    import torch
+    from omegaconf import OmegaConf
+
+    if workers < 2:
+        yield
+        return
+    threads = torch.get_num_threads()
+    share = max(1, threads // workers)
+    config = OmegaConf.to_container(ctx.cfg, resolve=True)
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or SQLite state
+    processes = [
+        spawn.Process(target=cell_worker, args=(config, str(ctx.run_dir), str(results), run_id, share))
+        for _ in range(1, workers)
+    ]
+    for process in processes:
+        process.start()
+    log(f"cells computed by {workers} processes of {share} torch thread(s) each (synthesis.workers): this one "
+        f"and helper{'s' if workers > 2 else ''} {', '.join(str(p.pid) for p in processes)}")  # fmt: skip
+    torch.set_num_threads(share)
+    failed = []
+    try:
+        yield
+        failed = [p for p in processes if p.exitcode]  # ended on their own with an error
+    finally:
+        torch.set_num_threads(threads)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    for process in failed:  # the cells it left were computed here
+        log(f"warning: helper process {process.pid} ended with status {process.exitcode}")
+
+
+def cell_worker(config: dict, run_dir: str, results: str, run_id, threads: int) -> None:
+    """A helper process of a synthesis run: the same data, views and MLflow store, the cells nobody holds.
+
+    It prints to the run's console and job log. On an error it says so in one line and ends; the run
+    that spawned it computes the cells left (and reports the error, should it recur there).
+    """
+    import os
+    import signal
+    import sys
+
+    from raw2logit.errors import InputError
+    from raw2logit.runtime import idle_threads_sleep, request_interrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_interrupt)
+    try:
+        idle_threads_sleep()
+        import torch
+        from omegaconf import OmegaConf
+
+        from raw2logit.cli import _quiet_libraries
+        from raw2logit.modes.common import build_dataset, build_tracker
+        from raw2logit.runtime import console_log, keep_freed_memory
+
+        torch.set_num_threads(threads)
+        cfg = OmegaConf.create(config)
+        with console_log(Path(run_dir) / "run.log"):
+            keep_freed_memory()
+            _quiet_libraries()
+            ctx = Context(cfg, Path(run_dir), build_dataset(cfg), build_tracker(cfg))
+            train_specs, test_specs, _, views = plan(ctx)
+            compute_cells(
+                ctx, Path(results), run_id, train_specs, test_specs, views, wait=False, progress_bar=False
+            )
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except InputError:  # bad input: the run meets it too, and says it in its one sentence
+        sys.exit(2)
+    except Exception as error:  # told in one line; the run computes the cell itself
+        print(f"helper process {os.getpid()}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def print_summary(summary: dict, directory: Path) -> None:
