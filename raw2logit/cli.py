@@ -72,9 +72,8 @@ def _main(cfg: DictConfig):
     idle_threads_sleep()  # before anything imports torch
     from raw2logit import modes
     from raw2logit.config import check_config
-    from raw2logit.modes.common import Context, build_dataset, build_tracker, log
-    from raw2logit.runtime import console_log, keep_freed_memory, offline_libraries
-    from raw2logit.sweeps import PARENT_ENV
+    from raw2logit.modes.common import log
+    from raw2logit.runtime import offline_libraries
 
     check_config(cfg)
     offline_libraries()
@@ -82,6 +81,22 @@ def _main(cfg: DictConfig):
     check_machine(cfg)
     directory = check_writable(run_dir(cfg), "hydra.run.dir")
     check_writable(Path(cfg.paths.outputs), "paths.outputs")
+    mode = modes.get(cfg.mode)
+    # A mode's helper processes start now: their imports overlap this one's MLflow store and data.
+    helpers = mode.prestart(cfg, directory) if hasattr(mode, "prestart") else None
+    try:
+        return _run_mode(cfg, mode, directory, helpers)
+    finally:
+        if helpers is not None:
+            helpers.close()
+
+
+def _run_mode(cfg: DictConfig, mode, directory: Path, helpers):
+    from raw2logit import modes
+    from raw2logit.modes.common import Context, build_dataset, build_tracker, log
+    from raw2logit.runtime import console_log, keep_freed_memory
+    from raw2logit.sweeps import PARENT_ENV
+
     with console_log(directory / "run.log"):  # the job's console output, kept beside its results
         keep_freed_memory()
         _quiet_libraries()
@@ -89,14 +104,13 @@ def _main(cfg: DictConfig):
         tracker = build_tracker(cfg)
         if tracker.enabled:
             log(f"MLflow store: {tracker.uri}\n  open it with: {tracker.ui_command}")
-        mode = modes.get(cfg.mode)
         dataset = None
         if modes.uses_dataset(mode, cfg):
             dataset = build_dataset(cfg)
             log(f"data: {len(dataset)} {dataset.task} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
                 f"({dataset.num_classes if dataset.task == 'classification' else 'binary'} classes), intensity "
                 f"{dataset.intensity}, camera {dataset.camera.name}" + (f", {len(dataset.skipped)} bad files skipped" if dataset.skipped else ""))  # fmt: skip
-        return mode.run(Context(cfg, directory, dataset, tracker, os.environ.get(PARENT_ENV)))
+        return mode.run(Context(cfg, directory, dataset, tracker, os.environ.get(PARENT_ENV), helpers))
 
 
 def _append_to_run_log(cfg: DictConfig, line: str) -> None:

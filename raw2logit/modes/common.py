@@ -39,6 +39,7 @@ class Context:
     dataset: object
     tracker: object
     parent_run: str | None = None  # the enclosing sweep's MLflow run, for multirun jobs
+    helpers: object = None  # helper processes started with the run (the mode's ``prestart``)
 
 
 # -- the results store --------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import torch
 
 from raw2logit.errors import InputError
-from tests.cli.conftest import ROOT, TINY, run_cli
+from tests.cli.conftest import ROOT, TINY, compose_config, run_cli
 
 SMALL = ["synthesis.train=[bi_s_me,me_u_ga]", "synthesis.test=[bi_s_me,ma_s_ga,me_u_ga]",
          "synthesis.corruptions=[gaussian_noise,contrast]"]  # fmt: skip
@@ -140,6 +141,21 @@ def mlflow_runs(outputs):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], [
         r for r in runs if "mlflow.parentRunId" in r.data.tags
     ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "threads", "pending", "expected"),
+    [([], 2, 24, 2), ([], 2, 1, 1), ([], 64, 100, 8), (["trainer=gpu"], 16, 24, 1), (["trainer=ddp"], 16, 24, 1),
+     (["synthesis.workers=3"], 1, 24, 3), (["synthesis.workers=3"], 1, 2, 2), (["synthesis.workers=1"], 16, 24, 1)],
+)  # fmt: skip
+def test_how_many_processes_compute_the_cells(overrides, threads, pending, expected):
+    """auto: one process per torch thread on CPU (at most 8), one on a GPU or under DDP; never more than
+    the cells left to compute."""
+    from raw2logit.modes.synthesis import resolve_workers
+
+    cfg = compose_config(overrides)
+    torch.set_num_threads(threads)  # the fixture one_thread restores it
+    assert resolve_workers(cfg, pending) == expected
 
 
 def test_helper_processes_share_the_cells(run_mode, tmp_path):

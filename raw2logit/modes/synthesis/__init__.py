@@ -186,6 +186,9 @@ def run(ctx: Context) -> dict:
     pending = sum(not path.exists() for path in units)
     announce_resume(results, len(units) - pending, len(units))
     with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
+        views.ensure(
+            [spec_name(spec) for spec in specs]
+        )  # on every torch thread, before the cells share them
         workers = resolve_workers(cfg, pending)
         with helpers(ctx, results, run_id, workers):
             cells, example = compute_cells(ctx, results, run_id, train_specs, test_specs, views,
@@ -217,9 +220,13 @@ def run(ctx: Context) -> dict:
 # The helpers share the run's results store and take cells by its cell locks, as parallel jobs do.
 
 
-def resolve_workers(cfg, pending: int) -> int:
-    """How many processes compute the ``pending`` cells: ``synthesis.workers``, or with ``auto`` one per
-    torch thread on a CPU trainer (one process for a GPU, or a multi-process trainer)."""
+AUTO_WORKERS_MAX = 8  # each process holds its own torch, Lightning and MLflow: ~0.8 GB of memory
+
+
+def resolve_workers(cfg, pending: int | None = None) -> int:
+    """How many processes compute the ``pending`` cells (any number when None): ``synthesis.workers``,
+    or with ``auto`` one per torch thread on a CPU trainer, at most ``AUTO_WORKERS_MAX`` (one process
+    for a GPU, or a multi-process trainer)."""
     import torch
 
     from raw2logit.config import is_distributed
@@ -227,34 +234,78 @@ def resolve_workers(cfg, pending: int) -> int:
     value = cfg.synthesis.get("workers", 1)
     if value == "auto":
         on_cpu = cfg.trainer.get("accelerator", "cpu") == "cpu" and not is_distributed(cfg.trainer)
-        value = torch.get_num_threads() if on_cpu else 1
-    return max(1, min(int(value), pending))
+        value = min(torch.get_num_threads(), AUTO_WORKERS_MAX) if on_cpu else 1
+    return max(1, int(value) if pending is None else min(int(value), pending))
+
+
+class Helpers:
+    """The helper processes of a synthesis run, started with the run (``prestart``): while this process
+    opens the MLflow store and reads the data, they import torch, Lightning and MLflow and read the same
+    data, then wait for the order to compute cells (``helpers``), or are stopped (``close``)."""
+
+    def __init__(self, cfg, run_dir: Path, count: int):
+        import multiprocessing
+
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(cfg, resolve=True)
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or SQLite state
+        self.processes, self.orders = [], []
+        for _ in range(count):
+            receive, send = spawn.Pipe(duplex=False)
+            process = spawn.Process(target=cell_worker, args=(config, str(run_dir), receive))
+            process.start()
+            receive.close()
+            self.processes.append(process)
+            self.orders.append(send)
+
+    def start(self, count: int, results: Path, run_id, threads: int) -> list:
+        """Give ``count`` helpers the cells (the others stop); returns the processes that took them."""
+        started = []
+        for process, order in zip(self.processes[:count], self.orders[:count]):
+            try:
+                order.send((str(results), run_id, threads))
+                started.append(process)
+            except OSError:  # it ended already (e.g. bad input, which this process reports)
+                pass
+        self.close(self.processes[count:])
+        return started
+
+    def close(self, processes=None) -> None:
+        """Stop helpers (all by default): a helper still starting up, or idle, ends at once; one training
+        a cell ends its MLflow run KILLED (SIGTERM)."""
+        processes = self.processes if processes is None else processes
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def prestart(cfg, run_dir: Path) -> Helpers | None:
+    """The helper processes a synthesis with ``cfg`` can use, started now (None if it uses none)."""
+    workers = resolve_workers(cfg)
+    return Helpers(cfg, run_dir, workers - 1) if workers > 1 else None
 
 
 @contextmanager
 def helpers(ctx: Context, results: Path, run_id, workers: int):
-    """``workers - 1`` helper processes computing cells beside this one, each on its share of the
-    torch threads. The block ends once every cell is done (this process waits for the cells a helper
+    """``workers - 1`` of the run's helper processes computing cells beside this one, each on its share of
+    the torch threads. The block ends once every cell is done (this process waits for the cells a helper
     holds), so helpers still running then have nothing left and are stopped, as on an interruption or
     error (SIGTERM: a helper ends the MLflow run of a cell it trains KILLED)."""
-    import multiprocessing
-
     import torch
-    from omegaconf import OmegaConf
 
-    if workers < 2:
-        yield
-        return
+    prestarted = ctx.helpers or Helpers(ctx.cfg, ctx.run_dir, workers - 1 if workers > 1 else 0)
     threads = torch.get_num_threads()
     share = max(1, threads // workers)
-    config = OmegaConf.to_container(ctx.cfg, resolve=True)
-    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or SQLite state
-    processes = [
-        spawn.Process(target=cell_worker, args=(config, str(ctx.run_dir), str(results), run_id, share))
-        for _ in range(1, workers)
-    ]
-    for process in processes:
-        process.start()
+    processes = prestarted.start(workers - 1, results, run_id, share)
+    if not processes:
+        yield
+        return
     log(f"cells computed by {workers} processes of {share} torch thread(s) each (synthesis.workers): this one "
         f"and helper{'s' if workers > 2 else ''} {', '.join(str(p.pid) for p in processes)}")  # fmt: skip
     torch.set_num_threads(share)
@@ -264,23 +315,18 @@ def helpers(ctx: Context, results: Path, run_id, workers: int):
         failed = [p for p in processes if p.exitcode]  # ended on their own with an error
     finally:
         torch.set_num_threads(threads)
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        prestarted.close(processes)
     for process in failed:  # the cells it left were computed here
         log(f"warning: helper process {process.pid} ended with status {process.exitcode}")
 
 
-def cell_worker(config: dict, run_dir: str, results: str, run_id, threads: int) -> None:
+def cell_worker(config: dict, run_dir: str, orders) -> None:
     """A helper process of a synthesis run: the same data, views and MLflow store, the cells nobody holds.
 
-    It prints to the run's console and job log. On an error it says so in one line and ends; the run
-    that spawned it computes the cells left (and reports the error, should it recur there).
+    It prepares what the cells need, then waits for its order on ``orders``: the results store, the
+    run's MLflow run and its torch threads. It prints to the run's console and job log. On an error it
+    says so in one line and ends; the run computes the cells left (and reports the error, should it
+    recur there).
     """
     import os
     import signal
@@ -300,17 +346,18 @@ def cell_worker(config: dict, run_dir: str, results: str, run_id, threads: int) 
         from raw2logit.modes.common import build_dataset, build_tracker
         from raw2logit.runtime import console_log, keep_freed_memory
 
-        torch.set_num_threads(threads)
         cfg = OmegaConf.create(config)
         with console_log(Path(run_dir) / "run.log"):
             keep_freed_memory()
             _quiet_libraries()
             ctx = Context(cfg, Path(run_dir), build_dataset(cfg), build_tracker(cfg))
             train_specs, test_specs, _, views = plan(ctx)
+            results, run_id, threads = orders.recv()
+            torch.set_num_threads(threads)
             compute_cells(
                 ctx, Path(results), run_id, train_specs, test_specs, views, wait=False, progress_bar=False
             )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EOFError):  # stopped, or the run ended before it had cells to give
         sys.exit(130)
     except InputError:  # bad input: the run meets it too, and says it in its one sentence
         sys.exit(2)
