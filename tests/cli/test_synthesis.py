@@ -88,50 +88,6 @@ def test_rerun_skips_finished_cells_and_reproduces_them(run_mode, tmp_path, caps
                                   pd.read_csv(second_dir / "synthesis" / "matrix.csv"))  # fmt: skip
 
 
-def test_interrupted_run_resumes_and_is_marked_killed(tmp_path):
-    """SIGTERM during training: exit 130, the MLflow run is KILLED, finished cells stay; a re-run completes.
-
-    The images are larger than elsewhere so that a cell trains for seconds and the signal lands in it.
-    """
-    args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=20",
-            "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
-            "synthesis.workers=1", f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
-    process = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines = []
-    deadline = time.time() + 300
-    for line in process.stdout:
-        lines.append(line)
-        if "cell 2/4" in line and "epoch 2/" in line:  # the first cell is done, the second one trains
-            process.send_signal(signal.SIGTERM)
-            break
-        assert time.time() < deadline, "".join(lines)
-    output = "".join(lines) + process.communicate(timeout=120)[0]
-    assert process.returncode == 130, output
-    assert "interrupted: finished results are kept" in output and "Traceback" not in output
-    store = next((tmp_path / "outputs" / "results").glob("synthesis-*"))
-    assert [p.parent.name for p in store.glob("synthesis/cells/*/*.json")] == ["bi_s_me"]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
-                 if "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
-    assert parent.info.status == "KILLED"
-
-    resumed = run_cli([*args[:-1], f"hydra.run.dir={tmp_path / 'second'}"])
-    assert resumed.returncode == 0, resumed.stderr
-    assert "cell 1/4 train=bi_s_me fold=0: done in an earlier run, skipped" in resumed.stdout
-    assert len(list(store.glob("synthesis/cells/*/*.json"))) == 4
-    # The killed run stays KILLED (what happened); the resumed invocation is its own FINISHED run that
-    # names the run it continues.
-    assert client.get_run(parent.info.run_id).info.status == "KILLED"
-    (continued,) = [r for r in client.search_runs([client.get_experiment_by_name("raw2logit").experiment_id])
-                    if r.data.tags.get("raw2logit.continues") == parent.info.run_id]  # fmt: skip
-    assert continued.info.status == "FINISHED" and "mlflow.parentRunId" not in continued.data.tags
-    matrix = pd.read_csv(tmp_path / "second" / "synthesis" / "matrix.csv", index_col="train")
-    assert list(matrix.index) == ["bi_s_me", "bi_u_ga"]
-
-
 def mlflow_runs(outputs):
     """(parent runs, child runs) of the ``raw2logit`` experiment in the local store under ``outputs``."""
     from mlflow.tracking import MlflowClient
@@ -161,7 +117,7 @@ def test_how_many_processes_compute_the_cells(overrides, threads, pending, expec
 def test_helper_processes_share_the_cells(run_mode, tmp_path):
     """synthesis.workers=2: each cell is computed and logged once (one FINISHED MLflow child), and is the
     same cell as a run alone computes. (These cells take a second: the helper may start after the run
-    has done them all; test_interrupted_run_stops_its_helpers sees both processes train at once.)"""
+    has done them all; test_interrupted_run_stops_its_helpers_and_resumes sees both processes train at once.)"""
     cells = ["synthesis.train=[bi_s_me,ma_u_ga,me_s_ga]", "synthesis.test=[bi_s_me,me_s_ga]",
              "synthesis.corruptions=[contrast]", "epochs=6"]  # fmt: skip
     summary, run_dir = run_mode([*cells, "synthesis.workers=2"], tracking=True)
@@ -181,9 +137,13 @@ def test_helper_processes_share_the_cells(run_mode, tmp_path):
     assert (together["test"], together["corruptions"]) == (single["test"], single["corruptions"])
 
 
-def test_interrupted_run_stops_its_helpers(tmp_path):
-    """SIGTERM to a run with a helper process, both training: exit 130, the run and every cell in
-    training end KILLED (no child left RUNNING), the helper is gone, and the re-run completes."""
+def test_interrupted_run_stops_its_helpers_and_resumes(tmp_path):
+    """SIGTERM while the run and its helper process both train a cell: exit 130, the run and both cells'
+    MLflow runs end KILLED (none left RUNNING), the helper is gone, finished cells stay; a re-run
+    completes the rest as its own FINISHED run naming the run it continues.
+
+    The images are larger than elsewhere so that a cell trains for seconds and the signal lands in it.
+    """
     args = ["dataset.num_images=60", "dataset.size=64", "folds=2", "batch_size=12", "epochs=20",
             "synthesis.train=[bi_s_me,bi_u_ga]", "synthesis.test=[bi_s_me]", "synthesis.corruptions=none",
             "synthesis.workers=2", f"paths.outputs={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'first'}"]  # fmt: skip
@@ -210,12 +170,23 @@ def test_interrupted_run_stops_its_helpers(tmp_path):
     (parent,), children = mlflow_runs(tmp_path / "outputs")
     statuses = sorted(r.info.status for r in children)  # a cell may have finished before the signal
     assert parent.info.status == "KILLED" and statuses.count("KILLED") == 2 and "RUNNING" not in statuses
+    store = next((tmp_path / "outputs" / "results").glob("synthesis-*"))
+    kept = sorted(store.glob("synthesis/cells/*/*.json"))
+    assert len(kept) == statuses.count("FINISHED")
 
     resumed = run_cli([*args[:-1], f"hydra.run.dir={tmp_path / 'second'}"], env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("done in an earlier run, skipped") == len(kept)
+    assert len(list(store.glob("synthesis/cells/*/*.json"))) == 4
     parents, children = mlflow_runs(tmp_path / "outputs")
-    finished = [r for r in children if r.info.status == "FINISHED"]
-    assert len(parents) == 2 and len(finished) == 4  # killed children are discarded (MLflow's trash)
+    assert len([r for r in children if r.info.status == "FINISHED"]) == 4  # killed ones go to MLflow's trash
+    # The killed run stays KILLED (what happened); the resumed invocation is its own FINISHED run that
+    # names the run it continues.
+    (continued,) = [r for r in parents if r.info.run_id != parent.info.run_id]
+    assert continued.data.tags.get("raw2logit.continues") == parent.info.run_id
+    assert continued.info.status == "FINISHED" and {r.info.status for r in parents} == {"KILLED", "FINISHED"}
+    matrix = pd.read_csv(tmp_path / "second" / "synthesis" / "matrix.csv", index_col="train")
+    assert list(matrix.index) == ["bi_s_me", "bi_u_ga"]
 
 
 def test_two_job_multirun_assembles_the_matrix(tmp_path, shared_data):
