@@ -186,9 +186,8 @@ def run(ctx: Context) -> dict:
     pending = sum(not path.exists() for path in units)
     announce_resume(results, len(units) - pending, len(units))
     with mode_run(ctx, f"synthesis {cfg.dataset.name}", results) as run_id:
-        views.ensure(
-            [spec_name(spec) for spec in specs]
-        )  # on every torch thread, before the cells share them
+        # The views first, on every torch thread; then the cells share the threads among their processes.
+        views.ensure([spec_name(spec) for spec in specs])
         workers = resolve_workers(cfg, pending)
         with helpers(ctx, results, run_id, workers):
             cells, example = compute_cells(ctx, results, run_id, train_specs, test_specs, views,
