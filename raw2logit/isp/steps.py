@@ -146,15 +146,20 @@ def run_steps(raw: torch.Tensor, steps: Sequence[Step], stages: dict | None = No
 
 
 def run_shared_prefix(
-    raw: torch.Tensor, pipelines: Sequence[Sequence[Step]], outputs: Sequence[torch.Tensor] | None = None
+    raw: torch.Tensor,
+    pipelines: Sequence[Sequence[Step]],
+    outputs: Sequence[torch.Tensor] | None = None,
+    path: list[tuple[str, torch.Tensor]] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Run several step sequences, computing each shared prefix once.
 
     Only the intermediates on the current path are held, so running the 12 pipelines in the
     paper's order needs memory for one path, not for twelve. With ``outputs`` (one tensor per
-    sequence), each sequence's last step writes into its output.
+    sequence), each sequence's last step writes into its output. ``path`` is that path, (step key,
+    output) pairs from the first step on: pass one left by an earlier run on the same ``raw`` with
+    steps of the same parameters to start from it (it is updated in place).
     """
-    path: list[tuple[str, torch.Tensor]] = []
+    path = [] if path is None else path
     for index, steps in enumerate(pipelines):
         shared = 0
         while shared < min(len(path), len(steps)) and path[shared][0] == steps[shared].key:
@@ -176,19 +181,33 @@ def records_gradient(raw: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and raw.requires_grad
 
 
-def run_chunked(raw: torch.Tensor, pipelines: Sequence[Sequence[Step]]) -> list[torch.Tensor]:
+def run_chunked(
+    raw: torch.Tensor, pipelines: Sequence[Sequence[Step]], paths: list[list] | None = None
+) -> list[torch.Tensor]:
     """The views of several step sequences, without autograd: a few images at a time on CPU.
 
     Each chunk of images runs through every sequence (shared prefixes once) and the tone curve
     writes straight into the output, allocated up front (``empty_output``). Intermediates then
     hold a chunk, not the batch: in a process with glibc's default allocator settings their memory
     is reused instead of page-faulted in afresh, and they stay nearer the cores.
+
+    With ``paths`` (a list, empty the first time), each chunk's intermediates of the last sequence
+    but its final step (whose output is the caller's view) are kept there, one path per chunk, and
+    a later call with ``paths`` starts from them (``run_shared_prefix``'s ``path``): it must be a
+    call on equal images with steps of the same parameters.
     """
     batch, height, width = raw.shape
     outputs = [empty_output((batch, 3, height, width), raw.dtype, raw.device) for _ in pipelines]
     images = cpu_chunk(raw, _CPU_CHUNK_PIXELS)
-    for start in range(0, batch, images):
+    for index, start in enumerate(range(0, batch, images)):
         chunk = slice(start, start + images)
-        for _ in run_shared_prefix(raw[chunk], pipelines, [out[chunk] for out in outputs]):
+        path = None
+        if paths is not None:
+            if len(paths) == index:
+                paths.append([])
+            path = paths[index]
+        for _ in run_shared_prefix(raw[chunk], pipelines, [out[chunk] for out in outputs], path):
             pass
+        if path is not None:
+            del path[len(pipelines[-1]) - 1 :]
     return outputs

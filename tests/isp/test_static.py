@@ -161,11 +161,7 @@ def test_bank_subset_in_any_order():
 def test_bank_computes_each_demosaic_once_whatever_the_order(monkeypatch):
     """Names in any order: the bank yields those with the same demosaic (then sharpening) together,
     so each demosaic runs once per chunk; ``forward`` keeps the order asked for."""
-    calls = []
-    for key, method in list(static.DEMOSAIC_METHODS.items()):
-        monkeypatch.setitem(
-            static.DEMOSAIC_METHODS, key, lambda *a, k=key, m=method, **kw: calls.append(k) or m(*a, **kw)
-        )
+    calls = _count_demosaics(monkeypatch)
     names = ["me_u_ga", "bi_s_me", "me_s_me", "bi_s_ga", "me_u_me"]
     bank = StaticPipelineBank(names, CameraParams.published("drone"))
     raw = torch.rand(2, 12, 16)
@@ -198,6 +194,85 @@ def test_chunked_views_equal_the_whole_batch(monkeypatch):
         torch.testing.assert_close(StaticPipeline(name, camera)(raw), chunked[name], rtol=0, atol=1e-6)
     twice = StaticPipelineBank(["ma_u_me", "ma_u_me"], camera)(raw)  # a view shared by two names
     assert torch.equal(twice["ma_u_me"], chunked["ma_u_me"])
+
+
+def _count_demosaics(monkeypatch) -> list[str]:
+    calls = []
+    for key, method in list(static.DEMOSAIC_METHODS.items()):
+        monkeypatch.setitem(
+            static.DEMOSAIC_METHODS, key, lambda *a, k=key, m=method, **kw: calls.append(k) or m(*a, **kw)
+        )
+    return calls
+
+
+def test_separate_pipelines_on_one_batch_share_their_prefix(monkeypatch):
+    """Twelve ``StaticPipeline`` calls in a row on one batch compute each demosaic once per chunk,
+    as the bank does, and return the bank's views bit for bit (the same steps on the same chunks);
+    calls in another order, or a call repeated, still give the same views."""
+    monkeypatch.setattr(steps, "_CPU_CHUNK_PIXELS", 2 * 12 * 16)
+    camera = CameraParams.published("microscopy")
+    raw = torch.rand(5, 12, 16)
+    bank = StaticPipelineBank("all", camera)(raw)
+    calls = _count_demosaics(monkeypatch)
+    for name in STATIC_PIPELINE_NAMES:
+        assert torch.equal(StaticPipeline(name, camera)(raw), bank[name]), name
+    assert calls == ["bi"] * 3 + ["ma"] * 3 + ["me"] * 3  # three chunks of 2, 2 and 1 images
+    calls.clear()
+    for name in reversed(STATIC_PIPELINE_NAMES):
+        assert torch.equal(StaticPipeline(name, camera)(raw), bank[name]), name
+    assert calls == ["ma"] * 3 + ["bi"] * 3  # the path ends at me_u_ga: its demosaic is reused
+    calls.clear()
+    for name in ("bi_s_me", "bi_s_me", "me_u_ga", "bi_s_me"):
+        assert torch.equal(StaticPipeline(name, camera)(raw), bank[name]), name
+    assert calls == ["me"] * 3 + ["bi"] * 3
+
+
+def test_shared_prefix_is_never_stale(monkeypatch):
+    """A call reuses the last call's intermediates only for equal images with the same camera and
+    dtype: not after the images were rewritten in place through a numpy array that shares their
+    memory (torch's version counter does not see that), not for another camera or dtype; and it
+    lets them go once the input tensor is collected, or for inputs over the size cap."""
+    import gc
+
+    array = np.random.default_rng(0).random((2, 12, 16), dtype=np.float32)
+    raw = torch.from_numpy(array)
+    microscopy, drone = CameraParams.published("microscopy"), CameraParams.published("drone")
+    first = StaticPipeline("ma_s_me", microscopy)(raw)
+    array[:] = np.random.default_rng(1).random((2, 12, 16), dtype=np.float32)
+    fresh = StaticPipelineBank(["ma_s_ga"], microscopy)(raw.clone())["ma_s_ga"]
+    assert torch.equal(StaticPipeline("ma_s_ga", microscopy)(raw), fresh)
+    assert not torch.equal(StaticPipeline("ma_s_me", microscopy)(raw), first)
+    for camera in (drone, microscopy):
+        expected = StaticPipelineBank(["ma_s_ga"], camera)(raw.clone())["ma_s_ga"]
+        assert torch.equal(StaticPipeline("ma_s_ga", camera)(raw), expected)
+    as_float64 = StaticPipeline("ma_s_ga", microscopy)(raw.double())
+    assert as_float64.dtype == torch.float64
+
+    paths = static._LAST_PREFIX.paths(raw, ("kept",))
+    assert paths == [] and static._LAST_PREFIX.entry["images"] is not None
+    StaticPipeline("bi_u_ga", microscopy)(raw)
+    assert static._LAST_PREFIX.entry["paths"]
+    del raw, array
+    gc.collect()
+    assert static._LAST_PREFIX.entry["images"] is None and static._LAST_PREFIX.entry["paths"] == []
+
+    monkeypatch.setattr(static, "_REUSE_MAX_PIXELS", 2 * 12 * 16 - 1)
+    calls = _count_demosaics(monkeypatch)
+    raw = torch.rand(2, 12, 16)
+    for name in ("bi_s_me", "bi_s_ga"):
+        StaticPipeline(name, microscopy)(raw)
+    assert calls == ["bi", "bi"] and static._LAST_PREFIX.entry["paths"] == []
+
+
+def test_shared_prefix_is_not_used_under_autograd(monkeypatch):
+    """With a gradient recorded every call runs its own steps (the graph must reach ``raw``)."""
+    camera = CameraParams.published("drone")
+    raw = torch.rand(2, 12, 16).requires_grad_()
+    calls = _count_demosaics(monkeypatch)
+    views = [StaticPipeline(name, camera)(raw) for name in ("me_s_me", "me_s_ga")]
+    assert calls == ["me", "me"]
+    torch.stack(views).sum().backward()
+    assert raw.grad is not None and raw.grad.abs().sum() > 0
 
 
 def test_numpy_backend_equals_reference(raw_images, cameras):
