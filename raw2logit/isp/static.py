@@ -100,8 +100,10 @@ class _LastPrefix(threading.local):
 
 
 def _let_go(entry: dict) -> None:
+    # New objects, not cleared ones: a call running in this thread keeps the list it was handed
+    # even if the input is collected in another thread meanwhile.
     entry["images"] = None
-    entry["paths"].clear()
+    entry["paths"] = []
 
 
 _LAST_PREFIX = _LastPrefix()

@@ -126,7 +126,15 @@ def load_task_checkpoint(path, dataset, key: str = "forensics.checkpoint", shown
     if bad:
         raise InputError(f"{where} holds non-finite weights (in {bad[0]}); it is not a usable task model.")
     normalisation = _normalisation(checkpoint.get("normalisation"), where)
-    model = build_from_spec(checkpoint["task_model"], num_classes, 3, where, task)
+    spec = checkpoint["task_model"]
+    mismatch = _mismatch(spec, state, num_classes, where, task)
+    if mismatch:
+        at_saved_width = _at_saved_width(spec, state)
+        if at_saved_width is not None and not _mismatch(at_saved_width, state, num_classes, where, task):
+            spec, mismatch = at_saved_width, None
+    if mismatch:
+        raise InputError(f"{where} does not fit the task model it names ({mismatch}).")
+    model = build_from_spec(spec, num_classes, 3, where, task)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -135,3 +143,36 @@ def load_task_checkpoint(path, dataset, key: str = "forensics.checkpoint", shown
         ) from None
     metadata = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     return model.eval(), normalisation, metadata
+
+
+def _mismatch(spec, state: dict, num_classes: int, where: str, task: str) -> str | None:
+    """How ``state`` differs from the weights of the model ``spec`` builds, or None.
+
+    The model is built on the meta device, which allocates nothing: a spec asking for a huge model
+    (a crafted width, say) is refused before any memory is taken.
+    """
+    with torch.device("meta"):
+        expected = build_from_spec(spec, num_classes, 3, where, task).state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    if missing or unexpected:
+        return (
+            f"its weights lack {missing[0]}" if missing else f"its weights hold an unexpected {unexpected[0]}"
+        )
+    for key, tensor in expected.items():
+        if tensor.shape != state[key].shape:
+            return f"{key} is {tuple(state[key].shape)} in the file, {tuple(tensor.shape)} in the model"
+    return None
+
+
+def _at_saved_width(spec, state: dict) -> dict | None:
+    """A spec that left ``width`` unset, with the width its weights were saved at.
+
+    Such a spec was built at its builder's default of the day, and the small models' default has
+    changed (16, then 8): the first convolution's output channels say which it was. None where
+    the spec sets a width or the weights hold no convolution.
+    """
+    if not isinstance(spec, dict) or spec.get("width") is not None:
+        return None
+    first = next((tensor for tensor in state.values() if tensor.dim() == 4), None)
+    return None if first is None else {**spec, "width": int(first.shape[0])}

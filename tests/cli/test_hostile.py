@@ -85,6 +85,55 @@ def test_a_checkpoint_naming_a_function_runs_nothing(tmp_path, shared_data):
     assert not marker.exists()
 
 
+def test_a_checkpoint_without_a_width_loads_at_the_width_it_was_saved_with(tmp_path, shared_data):
+    """Checkpoints whose spec left ``width`` unset were saved at the default of their day (16 before
+    it became 8): they load at the width of their weights, and a spec naming a wrong width is still
+    refused in one sentence."""
+    from raw2logit.modes.common import build_dataset
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
+    from raw2logit.tasks.models import SmallCNN
+
+    dataset = build_dataset(compose_config([*TINY, f"paths.data={shared_data}"]))
+    saved = SmallCNN(num_classes=dataset.num_classes, width=16)
+    for name, spec in {"unset": {"_target_": "raw2logit.tasks.models.small", "width": None},
+                       "absent": {"_target_": "raw2logit.tasks.models.small"}}.items():  # fmt: skip
+        path = tmp_path / f"{name}.pt"
+        torch.save({"state_dict": saved.state_dict(), "task": dataset.task, "num_classes": dataset.num_classes,
+                    "task_model": spec, "normalisation": None}, path)  # fmt: skip
+        model, _, _ = load_task_checkpoint(path, dataset)
+        assert model.features[0][0].out_channels == 16
+        for key, value in saved.state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), key
+    path = tmp_path / "wrong.pt"
+    torch.save({"state_dict": saved.state_dict(), "task": dataset.task, "num_classes": dataset.num_classes,
+                "task_model": {"_target_": "raw2logit.tasks.models.small", "width": 8},
+                "normalisation": None}, path)  # fmt: skip
+    with pytest.raises(InputError, match=r"does not fit the task model it names \(features.0.0.weight is "
+                       r"\(16, 3, 3, 3\) in the file, \(8, 3, 3, 3\) in the model\)"):  # fmt: skip
+        load_task_checkpoint(path, dataset)
+
+
+def test_a_checkpoint_asking_for_a_huge_model_allocates_nothing(tmp_path, shared_data):
+    """A spec's width, or an unset width read from a crafted first tensor, that would build a model of
+    hundreds of GB is refused in one sentence before the model is built (it is sized on torch's meta
+    device, which allocates nothing)."""
+    from raw2logit.modes.common import build_dataset
+    from raw2logit.tasks.checkpoints import load_task_checkpoint
+    from raw2logit.tasks.models import SmallCNN
+
+    dataset = build_dataset(compose_config([*TINY, f"paths.data={shared_data}"]))
+    small = SmallCNN(num_classes=dataset.num_classes, width=8).state_dict()
+    crafted = {**small, "features.0.0.weight": torch.zeros(100_000, 3, 1, 1)}  # first, as saved
+    cases = {"width": ({"_target_": "raw2logit.tasks.models.small", "width": 100_000}, small),
+             "first_tensor": ({"_target_": "raw2logit.tasks.models.small"}, crafted)}  # fmt: skip
+    for name, (spec, state) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save({"state_dict": state, "task": dataset.task, "num_classes": dataset.num_classes,
+                    "task_model": spec, "normalisation": None}, path)  # fmt: skip
+        with pytest.raises(InputError, match=r"does not fit the task model it names"):
+            load_task_checkpoint(path, dataset)
+
+
 def test_forensics_refuses_a_crafted_checkpoint_file_and_mlflow_artifact(cli, tmp_path):
     """The same through the command line: ``forensics.checkpoint=<file>`` and ``forensics.from_run=<run>``
     whose logged artifact is the crafted file (a real local MLflow store)."""
