@@ -137,6 +137,31 @@ def test_helper_processes_share_the_cells(run_mode, tmp_path):
     assert (together["test"], together["corruptions"]) == (single["test"], single["corruptions"])
 
 
+def test_a_helper_stopped_as_it_exits_prints_no_traceback(tmp_path, shared_data):
+    """At the end of a normal run the run stops its helpers with SIGTERM, which may reach a helper that
+    is already exiting: it must end quietly, not raise KeyboardInterrupt in the interpreter's exit
+    handlers (a traceback on the user's console). Here the helper finds no cells (its order pipe is
+    closed) and the SIGTERM arrives from an exit handler, every time."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(compose_config([*TINY, f"paths.data={shared_data}"]), resolve=True)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    script = f"""
+import atexit, json, os, signal
+from multiprocessing import Pipe
+from raw2logit.modes.synthesis import cell_worker
+orders, sender = Pipe(duplex=False)
+sender.close()
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+cell_worker(json.load(open({str(tmp_path / "config.json")!r})), {str(tmp_path)!r}, orders)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    assert done.returncode == -signal.SIGTERM, (done.returncode, done.stderr)
+
+
 def test_interrupted_run_stops_its_helpers_and_resumes(tmp_path):
     """SIGTERM while the run and its helper process both train a cell: exit 130, the run and both cells'
     MLflow runs end KILLED (none left RUNNING), the helper is gone, finished cells stay; a re-run

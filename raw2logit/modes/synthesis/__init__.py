@@ -363,6 +363,12 @@ def cell_worker(config: dict, run_dir: str, orders) -> None:
     except Exception as error:  # told in one line; the run computes the cell itself
         print(f"helper process {os.getpid()}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+    finally:
+        # Done, or stopping: the run's SIGTERM from here on ends this process quietly. Raised as a
+        # KeyboardInterrupt in the interpreter's exit handlers, it printed a traceback on the console
+        # at the end of a normal run.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def print_summary(summary: dict, directory: Path) -> None:
