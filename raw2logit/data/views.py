@@ -122,10 +122,15 @@ class ViewArray:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        shape, fortran, dtype = (), False, None
         with open(self.path, "rb") as file:
-            version = np.lib.format.read_magic(file)
-            read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0", None)
-            shape, fortran, dtype = read_header(file) if read_header else ((), False, None)
+            try:
+                version = np.lib.format.read_magic(file)
+                read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0", None)
+                if read_header is not None:
+                    shape, fortran, dtype = read_header(file)
+            except ValueError:  # not a .npy file: refused below
+                pass
             self._offset = file.tell()
         if dtype != np.uint16 or fortran or len(shape) != 4:
             raise InputError(f"{self.path} is not a view file (16-bit views of shape (N, 3, H, W)); delete "

@@ -53,8 +53,10 @@ def test_view_array_reads_any_indices_as_numpy_indexes_the_file(tmp_path):
     with pytest.raises(IndexError, match="out of range"):
         views[[2, 9]]
     np.save(tmp_path / "floats.npy", stored.astype(np.float32))
-    with pytest.raises(InputError, match="is not a view file"):
-        ViewArray(tmp_path / "floats.npy")
+    (tmp_path / "text.npy").write_text("not a .npy file")
+    for other in ("floats.npy", "text.npy"):
+        with pytest.raises(InputError, match="is not a view file"):
+            ViewArray(tmp_path / other)
     data = (tmp_path / "views.npy").read_bytes()
     (tmp_path / "views.npy").write_bytes(data[: len(data) - 10])
     with pytest.raises(InputError, match="ends before its last view"):
