@@ -8,6 +8,7 @@ from raw2logit.isp.filters import (
     correlate2d,
     correlate_separable,
     gaussian_kernel1d,
+    gaussian_taps,
     median_filter3x3,
     on_cpu_without_autograd,
 )
@@ -31,7 +32,7 @@ def gaussian_denoise(luma: torch.Tensor, kernel: torch.Tensor | None = None) -> 
     """
     if kernel is None:
         if on_cpu_without_autograd(luma):
-            taps = gaussian_kernel1d(DENOISE_SIGMA).tolist()
+            taps = gaussian_taps(DENOISE_SIGMA)
             return correlate_separable(luma, taps, taps, mode="reflect")
         kernel = gaussian_denoise_kernel(dtype=luma.dtype, device=luma.device)
     return correlate2d(luma, kernel, mode="reflect")

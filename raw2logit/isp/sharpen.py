@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from raw2logit.isp.buffers import empty_output
-from raw2logit.isp.filters import correlate2d, correlate_separable, gaussian_kernel1d, on_cpu_without_autograd
+from raw2logit.isp.filters import (
+    correlate2d,
+    correlate_separable,
+    gaussian_kernel1d,
+    gaussian_taps,
+    on_cpu_without_autograd,
+)
 
 SHARPEN_KERNEL = ((0.0, -1.0, 0.0), (-1.0, 5.0, -1.0), (0.0, -1.0, 0.0))
 
@@ -68,7 +74,7 @@ def unsharp_mask(luma: torch.Tensor, radius: float = 1.0, amount: float = 1.0) -
     if on_cpu_without_autograd(luma):
         # (1 + amount) Y - amount G(Y), with the Gaussian G as two 1-D passes of 9 shifted
         # multiply-adds each, into buffers of their own (as fast as the 9x9 convolution).
-        taps = gaussian_kernel1d(radius).tolist()
+        taps = gaussian_taps(float(radius))
         return (
             correlate_separable(luma, taps, taps, mode="reflect").mul_(-amount).add_(luma, alpha=1 + amount)
         )

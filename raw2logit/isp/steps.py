@@ -27,6 +27,7 @@ from raw2logit.isp.colour import (
     white_balance,
 )
 from raw2logit.isp.filters import cpu_chunk
+from raw2logit.isp.threads import run_in_threads
 from raw2logit.names import TONE_CURVES
 
 GAMMA = 2.2
@@ -192,6 +193,7 @@ def run_chunked(
     hold a chunk, not the batch: in a process with glibc's default allocator settings their memory
     is reused instead of page-faulted in afresh, and they stay nearer the cores.
 
+    On CPU the chunks run on threads of their own, each with one torch thread (``run_in_threads``).
     With ``paths`` (a list, empty the first time), each chunk's intermediates of the last sequence
     but its final step (whose output is the caller's view) are kept there, one path per chunk, and
     a later call with ``paths`` starts from them (``run_shared_prefix``'s ``path``): it must be a
@@ -200,15 +202,17 @@ def run_chunked(
     batch, height, width = raw.shape
     outputs = [empty_output((batch, 3, height, width), raw.dtype, raw.device) for _ in pipelines]
     images = cpu_chunk(raw, _CPU_CHUNK_PIXELS)
-    for index, start in enumerate(range(0, batch, images)):
-        chunk = slice(start, start + images)
-        path = None
-        if paths is not None:
-            if len(paths) == index:
-                paths.append([])
-            path = paths[index]
+    starts = range(0, batch, images)
+    if paths is not None:
+        paths.extend([] for _ in range(len(starts) - len(paths)))
+
+    def run(index: int) -> None:
+        chunk = slice(starts[index], starts[index] + images)
+        path = None if paths is None else paths[index]
         for _ in run_shared_prefix(raw[chunk], pipelines, [out[chunk] for out in outputs], path):
             pass
         if path is not None:
             del path[len(pipelines[-1]) - 1 :]
+
+    run_in_threads(run, range(len(starts)), raw.device)
     return outputs
