@@ -85,7 +85,8 @@ def run_in_threads(work: Callable[[int], None], chunks: Sequence[int], device: t
         with torch.no_grad():  # autograd's mode is per thread
             work(chunk)
 
-    futures = [_executor(workers).submit(run, chunk) for chunk in chunks]
+    executor = _executor(workers)
+    futures = [executor.submit(run, chunk) for chunk in chunks]
     wait(futures)  # all of them, so that no chunk is still being written when an error is raised
     for future in futures:
         future.result()
