@@ -76,6 +76,17 @@ def open_view_file(path: Path, shape: tuple[int, ...]) -> ViewFile:
     return ViewFile(path, shape, offset)
 
 
+def _consecutive_runs(indices: np.ndarray):
+    """(start, end) positions in ``indices`` of its runs of consecutive image indices."""
+    start = 0
+    while start < len(indices):
+        end = start + 1
+        while end < len(indices) and indices[end] == indices[end - 1] + 1:
+            end += 1
+        yield start, end
+        start = end
+
+
 class ViewFile:
     """Views being written into a ``.npy`` file: ``file[indices] = uint16 views``, then ``close()``.
 
@@ -93,17 +104,12 @@ class ViewFile:
     def __setitem__(self, indices, views: np.ndarray) -> None:
         indices = np.asarray(indices).reshape(-1)
         views = np.ascontiguousarray(views, dtype=np.uint16).reshape(len(indices), *self.shape[1:])
-        start = 0
-        while start < len(indices):  # one write per run of consecutive images
-            end = start + 1
-            while end < len(indices) and indices[end] == indices[end - 1] + 1:
-                end += 1
+        for start, end in _consecutive_runs(indices):  # one write per run of consecutive images
             data = memoryview(views[start:end]).cast("B")
             position = self._offset + int(indices[start]) * self._image_bytes
             while data:
                 written = os.pwrite(self._handle, data, position)
                 data, position = data[written:], position + written
-            start = end
 
     def close(self) -> None:
         """Write the file to disk and close it (a completed view file is then renamed into place)."""
@@ -149,11 +155,7 @@ class ViewArray:
             raise IndexError(f"image index out of range for {len(self)} views of {self.path.name}")
         out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint16)
         with open(self.path, "rb", buffering=0) as file:
-            start = 0
-            while start < len(indices):
-                end = start + 1
-                while end < len(indices) and indices[end] == indices[end - 1] + 1:
-                    end += 1
+            for start, end in _consecutive_runs(indices):  # one read per run of consecutive images
                 file.seek(self._offset + int(indices[start]) * self._image_bytes)
                 buffer = memoryview(out[start:end]).cast("B")
                 while buffer:
@@ -162,7 +164,6 @@ class ViewArray:
                         raise InputError(f"{self.path} ends before its last view; delete it and the run "
                                          "computes it again.")  # fmt: skip
                     buffer = buffer[count:]
-                start = end
         views = torch.from_numpy(out.astype(np.float32) / np.float32(_SCALE))
         return views.view(*requested.shape, *self.shape[1:])
 

@@ -24,7 +24,7 @@ import torch
 
 _HUGE_PAGE = 2 * 2**20
 _MADV_HUGEPAGE = 14  # linux/mman.h
-_MIN_BYTES = 2 * _HUGE_PAGE  # from here on a buffer holds at least one whole aligned huge page
+MIN_HUGE_PAGE_BYTES = 2 * _HUGE_PAGE  # from here on a buffer holds at least one whole aligned huge page
 _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -52,7 +52,7 @@ def empty_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devic
     Call it only for a buffer that is written next: pages touched before the advice stay small.
     """
     size = math.prod(shape) * dtype.itemsize
-    madvise = _madvise() if torch.device(device).type == "cpu" and size >= _MIN_BYTES else None
+    madvise = _madvise() if torch.device(device).type == "cpu" and size >= MIN_HUGE_PAGE_BYTES else None
     if madvise is None:
         return torch.empty(shape, dtype=dtype, device=device)
     span = -(-size // _HUGE_PAGE) * _HUGE_PAGE

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from raw2logit.errors import InputError
-from raw2logit.isp.buffers import empty_output
+from raw2logit.isp.buffers import MIN_HUGE_PAGE_BYTES, empty_output
 
 PADDING_MODES = ("reflect", "mirror", "constant", "nearest")
 _CPU_GROUP_MULTIPLE = 16
 _CPU_MAX_GROUPS = 96
 _MEDIAN_CPU_PIXELS = 2 * 256 * 256  # pixels per chunk of the median's passes on CPU
-_ONE_CALL_PAD_BYTES = 4 * 2**20  # from here on, buffers.empty_output gives huge pages
 
 
 def cpu_chunk(x: torch.Tensor, pixels: int) -> int:
@@ -65,7 +64,7 @@ def pad2d(
     """
     top, bottom, left, right = pad
     if mode == "reflect" and max(pad) <= 1 and x.dim() in (3, 4) and dtype in (None, x.dtype):
-        if x.numel() * x.element_size() < _ONE_CALL_PAD_BYTES:
+        if x.numel() * x.element_size() < MIN_HUGE_PAGE_BYTES:
             # scipy's reflect by one sample repeats the edge: torch's replicate, one kernel call
             # (the medians' pads: the bank 2-4 % faster, measured). Larger images are written into
             # a huge-page buffer by _pad_into.

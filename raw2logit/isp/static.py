@@ -147,7 +147,8 @@ def _torch_stages(module: _CameraModule, raw: torch.Tensor, name: str) -> dict[s
     return stages
 
 
-def _numpy_views(module: _CameraModule, raw: torch.Tensor, names: Sequence[str]):
+def _numpy_views(module: _CameraModule, raw: torch.Tensor, names: Sequence[str], reuse: bool = False):
+    """The oracle's views, one image at a time (``reuse`` does not apply: the reference keeps nothing)."""
     from raw2logit.isp import reference_backend  # imports the oracle's libraries on first use only
 
     return reference_backend.iter_views(raw, names, module.camera)
@@ -205,9 +206,7 @@ class StaticPipeline(_CameraModule):
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         check_raw(raw)
-        if self.backend == "torch":
-            return next(_torch_views(self, raw, [self.name], reuse=True))[1]
-        return next(iter(self._views(self, raw, [self.name])))[1]
+        return next(iter(self._views(self, raw, [self.name], reuse=True)))[1]
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """All intermediate stages, stage name -> tensor (``STAGE_NAMES``; RGB stages are (B, 3, H, W))."""
