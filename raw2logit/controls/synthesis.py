@@ -37,6 +37,11 @@ CELL_DIR = "synthesis/cells"
 EVAL_BATCH_SIZE = 64
 
 
+def eval_batch_size(batch_size: int) -> int:
+    """The batch size for held-out images: the training's, or ``EVAL_BATCH_SIZE`` if larger."""
+    return max(batch_size, EVAL_BATCH_SIZE)
+
+
 def cell_path(results: Path, train: str, fold: int) -> Path:
     return results / CELL_DIR / train / f"fold{fold}.json"
 
@@ -98,9 +103,7 @@ def train_cell(
     trainer = make_trainer(label, run_id=run_id)
     loaders = [batches(inputs, targets, batch_size, shuffle=True, seed=seed)]
     if validation is not None:
-        loaders.append(
-            batches(*validation, batch_size=max(batch_size, EVAL_BATCH_SIZE), shuffle=False, seed=seed)
-        )
+        loaders.append(batches(*validation, batch_size=eval_batch_size(batch_size), shuffle=False, seed=seed))
     trainer.fit(module, *loaders)
     return module
 
@@ -133,7 +136,7 @@ def run_cell(
         make_module, make_trainer, Subset(views.views(train), train_index), dataset.targets[train_index],
         batch_size, seed, label, validation=(Subset(views.views(train), test_index), targets), run_id=run_id,
     )  # fmt: skip
-    eval_batch = max(batch_size, EVAL_BATCH_SIZE)
+    eval_batch = eval_batch_size(batch_size)
     metrics = {
         name: evaluate(module, Subset(views.views(name), test_index), targets, eval_batch)
         for name in test_names
