@@ -196,6 +196,25 @@ def test_chunked_views_equal_the_whole_batch(monkeypatch):
     assert torch.equal(twice["ma_u_me"], chunked["ma_u_me"])
 
 
+def test_bank_forward_runs_every_pipeline_in_one_pass_per_chunk(monkeypatch):
+    """``forward`` keeps every view, so each chunk goes through all the pipelines at once: the black
+    level once per chunk (``iter_views`` yields a demosaic group at a time and computes it once per
+    group), with the same views bit for bit."""
+    monkeypatch.setattr(steps, "_CPU_CHUNK_PIXELS", 2 * 12 * 16)
+    corrections = []
+    correct = steps.black_level_correction
+    monkeypatch.setattr(steps, "black_level_correction", lambda *a: corrections.append(1) or correct(*a))
+    bank = StaticPipelineBank("all", CameraParams.published("microscopy"))
+    raw = torch.rand(5, 12, 16)
+    views = bank(raw)
+    assert len(corrections) == 3  # chunks of 2, 2 and 1 images
+    corrections.clear()
+    streamed = dict(bank.iter_views(raw))
+    assert len(corrections) == 3 * 3  # three demosaic groups
+    for name in STATIC_PIPELINE_NAMES:
+        assert torch.equal(views[name], streamed[name]), name
+
+
 def _count_demosaics(monkeypatch) -> list[str]:
     calls = []
     for key, method in list(static.DEMOSAIC_METHODS.items()):
