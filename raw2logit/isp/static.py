@@ -35,6 +35,7 @@ from raw2logit.isp.steps import (
     run_shared_prefix,
     run_steps,
 )
+from raw2logit.isp.threads import one_openmp_thread
 from raw2logit.isp.validation import check_raw
 from raw2logit.names import parse_pipeline_name, resolve_pipeline_names
 
@@ -127,7 +128,9 @@ def _torch_views(
         return
     if reuse and raw.numel() <= _REUSE_MAX_PIXELS:
         camera = (module.camera.pattern, *(tuple(value.tolist()) for value in tensors.values()))
-        yield from zip(names, run_chunked(raw, steps, _LAST_PREFIX.paths(raw, camera)))
+        with one_openmp_thread(raw.device):
+            paths = _LAST_PREFIX.paths(raw, camera)
+        yield from zip(names, run_chunked(raw, steps, paths))
         return
     if at_once:
         yield from zip(names, run_chunked(raw, steps))
@@ -214,7 +217,7 @@ class StaticPipeline(_CameraModule):
         self.name = name
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        check_raw(raw)
+        _check_raw(raw)
         return next(iter(self._views(self, raw, [self.name], reuse=True)))[1]
 
     def forward_stages(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -247,14 +250,20 @@ class StaticPipelineBank(_CameraModule):
     def iter_views(self, raw: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (name, views (B, 3, H, W)) pipeline by pipeline (the torch backend in an order that
         computes each shared prefix once)."""
-        check_raw(raw)
+        _check_raw(raw)
         yield from self._views(self, raw, self.names)
 
     def forward(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """Name -> views (B, 3, H, W), in the order of ``names``."""
-        check_raw(raw)
+        _check_raw(raw)
         views = dict(self._views(self, raw, self.names, at_once=True))
         return {name: views[name] for name in self.names}
+
+
+def _check_raw(raw: torch.Tensor) -> None:
+    """``check_raw`` on one OpenMP thread: the views are computed on threads of their own next."""
+    with one_openmp_thread(raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")):
+        check_raw(raw)
 
 
 def _prefix_order(names: Sequence[str]) -> list[str]:

@@ -104,3 +104,25 @@ def test_a_forked_child_computes_views_with_a_pool_of_its_own(two_torch_threads,
             pytest.fail("the forked child waited for the parent's pool threads")
         threading.Event().wait(0.1)
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_the_callers_checks_run_on_one_openmp_thread(two_torch_threads, monkeypatch):
+    """A pipeline's input check and prefix comparison run on one thread in the caller (an OpenMP pass
+    would leave a spin-waiting worker on a core the chunk threads need); torch's count is put back,
+    after an error too, and nothing changes on one thread or off the CPU."""
+    counts = []
+    check = static.check_raw
+    monkeypatch.setattr(static, "check_raw", lambda raw: counts.append(torch.get_num_threads()) or check(raw))
+    pipeline = StaticPipeline("bi_s_me", CameraParams.published("drone"))
+    pipeline(torch.rand(2, 16, 24))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pipeline(torch.full((2, 16, 24), 2.0))
+    StaticPipelineBank("all")(torch.rand(2, 16, 24))
+    assert counts == [1, 1, 1]
+    assert torch.get_num_threads() == 2
+    with threads.one_openmp_thread(torch.device("meta")):
+        assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    with threads.one_openmp_thread(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 1
