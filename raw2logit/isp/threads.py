@@ -104,7 +104,7 @@ def one_openmp_thread(device: torch.device) -> Iterator[None]:
     that starts meanwhile takes one thread (ATen records one count for threads starting later).
     """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2:
+    if device.type != "cpu" or threads < 2 or not _openmp_backend():  # no chunk threads follow
         yield
         return
     torch.set_num_threads(1)
